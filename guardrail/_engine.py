@@ -1,0 +1,229 @@
+"""Decisions: a policy and a value vector in, a verdict out. Pure and deterministic.
+
+Every rule of a policy becomes a *signed margin*: how far past its bound a vector lies
+(positive: violated; zero or negative: safe; a bound itself belongs to the safe side).
+The verdict lists every violated rule; the strongest action type wins (block > rewrite >
+log > allow), then the higher severity, then the larger margin. The policy's *risk* for a
+vector is the largest signed margin over its enforcing rules, a continuous score used for
+ranking (AUROC) and calibration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from guardrail._policy import ACTION_STRENGTH, Distance, Policy, Range, Region, SeverityRank
+from guardrail._values import VALUES, ValueVector
+from guardrail._verdict import Decision, Verdict, Violation
+
+_INDEX = {name: i for i, name in enumerate(VALUES)}
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    signed: float
+    dimension: str | None
+    observed: float
+    bound: float
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    name: str
+    action: str
+    severity: str
+    measure: Callable[[Sequence[float]], _Hit]
+
+
+def _floor(dim: str, bound: float) -> Callable[[Sequence[float]], _Hit]:
+    i = _INDEX[dim]
+
+    def measure(v: Sequence[float]) -> _Hit:
+        margin = bound - v[i]
+        text = f"{dim} {v[i]:+.2f}, below the floor {bound:+.2f} by {margin:.2f}"
+        return _Hit(margin, dim, v[i], bound, text)
+
+    return measure
+
+
+def _ceiling(dim: str, bound: float) -> Callable[[Sequence[float]], _Hit]:
+    i = _INDEX[dim]
+
+    def measure(v: Sequence[float]) -> _Hit:
+        margin = v[i] - bound
+        text = f"{dim} {v[i]:+.2f}, above the ceiling {bound:+.2f} by {margin:.2f}"
+        return _Hit(margin, dim, v[i], bound, text)
+
+    return measure
+
+
+def _edges(rng: Range) -> list[tuple[str, float]]:
+    # Open edges (the ends of [-1, 1]) never bind, so only stated bounds count.
+    return [(side, b) for side, b in (("min", rng.min), ("max", rng.max)) if b is not None]
+
+
+def _box(name: str, region: Region) -> Callable[[Sequence[float]], _Hit]:
+    assert region.box is not None  # guaranteed by Region validation
+    box = [(d, _INDEX[d], _edges(r)) for d, r in region.box.items()]
+    forbidden = region.kind == "forbidden"
+
+    def measure(v: Sequence[float]) -> _Hit:
+        # Per dimension, the signed distance *outside* its range (negative: inside by that much).
+        worst: tuple[float, str, float] | None = None
+        for dim, i, edges in box:
+            if not edges:
+                outside, bound = -1.0, 0.0
+            else:
+                outside, bound = max(((b - v[i]) if side == "min" else (v[i] - b), b) for side, b in edges)
+            if worst is None or outside > worst[0]:
+                worst = (outside, dim, bound)
+        assert worst is not None
+        outside, dim, bound = worst
+        value = v[_INDEX[dim]]
+        if forbidden:
+            # Inside the box means every dimension inside; the least-deep one binds.
+            text = f"{dim} {value:+.2f} inside forbidden region '{name}' (edge {bound:+.2f}) by {-outside:.2f}"
+            return _Hit(-outside, dim, value, bound, text)
+        text = f"{dim} {value:+.2f} outside allowed region '{name}' (edge {bound:+.2f}) by {outside:.2f}"
+        return _Hit(outside, dim, value, bound, text)
+
+    return measure
+
+
+def _distance_fn(spec: Distance) -> Callable[[Sequence[float]], float]:
+    dims = [_INDEX[d] for d in (spec.dimensions or VALUES)]
+    ref = [spec.reference.get(VALUES[i], 0.0) for i in dims]
+
+    def distance(v: Sequence[float]) -> float:
+        diff = [v[i] - r for i, r in zip(dims, ref)]
+        if spec.metric == "l1":
+            return sum(abs(x) for x in diff)
+        if spec.metric == "l2":
+            return math.sqrt(sum(x * x for x in diff))
+        dot = sum(v[i] * r for i, r in zip(dims, ref))
+        norms = math.sqrt(sum(v[i] ** 2 for i in dims)) * math.sqrt(sum(r * r for r in ref))
+        # A zero vector has no direction: treat it as orthogonal to the reference.
+        return 1.0 - (dot / norms if norms > 0 else 0.0)
+
+    return distance
+
+
+def _ball(name: str, region: Region) -> Callable[[Sequence[float]], _Hit]:
+    assert region.distance is not None  # guaranteed by Region validation
+    spec = region.distance
+    distance = _distance_fn(spec)
+    forbidden = region.kind == "forbidden"
+
+    def measure(v: Sequence[float]) -> _Hit:
+        d = distance(v)
+        if forbidden:
+            text = f"{spec.metric} distance {d:.2f} to '{name}' within {spec.max:.2f} by {spec.max - d:.2f}"
+            return _Hit(spec.max - d, None, d, spec.max, text)
+        text = (
+            f"{spec.metric} distance {d:.2f} from allowed region '{name}' exceeds {spec.max:.2f} by {d - spec.max:.2f}"
+        )
+        return _Hit(d - spec.max, None, d, spec.max, text)
+
+    return measure
+
+
+class Engine:
+    """A policy compiled once into rules; :meth:`decide` maps a vector to a :class:`Verdict`.
+
+    Example:
+        >>> from guardrail import Policy, ValueVector
+        >>> engine = Engine(Policy(name="p", thresholds={"benevolence": {"min": -0.3}}))
+        >>> engine.decide(ValueVector(benevolence=-0.62)).violations[0].message
+        'benevolence -0.62, below the floor -0.30 by 0.32'
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.policy_hash = policy.content_hash()
+        rules: list[_Rule] = []
+        for dim, t in policy.thresholds.items():
+            if t.min is not None:
+                rules.append(_Rule(f"thresholds.{dim}.min", t.action, t.severity, _floor(dim, t.min)))
+            if t.max is not None:
+                rules.append(_Rule(f"thresholds.{dim}.max", t.action, t.severity, _ceiling(dim, t.max)))
+        self._allowed: list[_Rule] = []
+        for name, region in policy.regions.items():
+            shape = _box(name, region) if region.box is not None else _ball(name, region)
+            rule = _Rule(f"regions.{name}", region.action, region.severity, shape)
+            (rules if region.kind == "forbidden" else self._allowed).append(rule)
+        self._rules = rules
+
+    def _hits(self, v: Sequence[float]) -> list[tuple[_Rule, _Hit]]:
+        hits = [(rule, rule.measure(v)) for rule in self._rules]
+        if self._allowed:
+            # Outside every allowed region violates; the nearest allowed region explains it.
+            hits.append(min(((r, r.measure(v)) for r in self._allowed), key=lambda rh: rh[1].signed))
+        return hits
+
+    def risk(self, vector: ValueVector) -> float:
+        """Largest signed margin over the rules that do more than allow (0.0 with no such rule)."""
+        v = vector.to_list()
+        margins = [hit.signed for rule, hit in self._hits(v) if self.policy.action(rule.action).type != "allow"]
+        return max(margins, default=0.0)
+
+    def decide(self, vector: ValueVector, *, latency_ms: float = 0.0) -> Verdict:
+        """Return the verdict for one score vector. Same vector, same verdict."""
+        v = vector.to_list()
+        hits = self._hits(v)
+        enforcing = [h.signed for r, h in hits if self.policy.action(r.action).type != "allow"]
+        violations = [
+            Violation(r.name, h.dimension, h.observed, h.bound, h.signed, r.action, r.severity, h.message)
+            for r, h in hits
+            if h.signed > 0
+        ]
+        violations.sort(key=self._rank, reverse=True)
+        winner = violations[0].action if violations else None
+        return self._verdict(vector, tuple(violations), winner, max(enforcing, default=0.0), latency_ms, None)
+
+    def fail(self, error: str, *, latency_ms: float = 0.0) -> Verdict:
+        """Return the verdict for a check whose scoring failed, as the policy's ``on_error`` says."""
+        if self.policy.on_error == "allow":
+            return self._verdict(None, (), None, 0.0, latency_ms, error)
+        return self._verdict(None, (), self.policy.error_action or "block", 1.0, latency_ms, error)
+
+    def _rank(self, violation: Violation) -> tuple[int, int, float]:
+        action = self.policy.action(violation.action)
+        return (ACTION_STRENGTH[action.type], SeverityRank[violation.severity], violation.margin)
+
+    def _verdict(
+        self,
+        vector: ValueVector | None,
+        violations: tuple[Violation, ...],
+        action_name: str | None,
+        risk: float,
+        latency_ms: float,
+        error: str | None,
+    ) -> Verdict:
+        action = self.policy.action(action_name) if action_name else None
+        intended: Decision = action.type if action else "allow"
+        decision: Decision = intended
+        if self.policy.mode == "shadow" and intended != "allow":
+            decision = "log"
+        return Verdict(
+            decision=decision,
+            intended=intended,
+            scores=vector,
+            violations=violations,
+            action=action if intended != "allow" else None,
+            action_name=action_name if intended != "allow" else None,
+            policy_name=self.policy.name,
+            policy_version=self.policy.version,
+            policy_hash=self.policy_hash,
+            mode=self.policy.mode,
+            risk=risk,
+            latency_ms=latency_ms,
+            error=error,
+        )
+
+
+def decide(policy: Policy, vector: ValueVector) -> Verdict:
+    """Decide one vector against one policy (compiles the policy; prefer :class:`Engine` in loops)."""
+    return Engine(policy).decide(vector)

@@ -1,0 +1,236 @@
+"""The default scorer: a transformer encoder plus a trained value head, one pass for all ten values.
+
+Input is the (prompt, response) text pair. Long responses are not cut off: the response is split
+into overlapping token windows (``max_length`` tokens each, ``window_overlap`` shared, the first
+``prompt_tokens`` of the prompt repeated in every window), every window is scored, and the
+windows are combined per value: if any window opposes the value (score < -0.3) the most
+opposing window counts, so a harmful paragraph at the end of a long answer is not averaged
+away; otherwise the mean over windows counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from guardrail._exceptions import ModelLoadError, ScorerError
+from guardrail._model import ModelConfig, read_card, read_config, resolve_encoder
+from guardrail._resources import default_model_dir
+from guardrail._types import Item
+from guardrail._values import NO_CONNECTION, VALUES, ValueVector
+
+if TYPE_CHECKING:
+    import torch
+
+
+def pick_device(device: str) -> str:
+    """Resolve ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class TransformerScorer:
+    """Scores (prompt, response) pairs in value space with an encoder and a trained head.
+
+    Args:
+        model: A model directory (``config.json`` + ``head.safetensors``); default: the one
+            shipped in the package.
+        encoder: Override the base encoder named by the model (a local path or a hub id).
+        device: ``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
+        batch_size: Windows per forward pass.
+        config: Build from this configuration instead of ``model`` (training: the head starts
+            untrained unless ``head`` is given).
+        head: A ``ValueHead`` to use instead of the one in ``model``.
+
+    Example:
+        >>> scorer = TransformerScorer()  # doctest: +SKIP
+        >>> [v] = scorer.score([("How do I bake bread?", "Mix flour, water and yeast...")])  # doctest: +SKIP
+        >>> v.benevolence  # doctest: +SKIP
+        0.12
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        encoder: str | None = None,
+        device: str = "auto",
+        batch_size: int = 32,
+        config: ModelConfig | None = None,
+        head: Any = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
+
+        from guardrail._head import ValueHead, pool
+
+        self.model_dir = Path(model) if model is not None else default_model_dir()
+        self.config = config or read_config(self.model_dir)
+        self.card = read_card(self.model_dir) if config is None else {}
+        self.batch_size = batch_size
+        self.device = pick_device(device)
+        self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        source = resolve_encoder(encoder or self.config.encoder)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(source)
+            self._encoder = AutoModel.from_pretrained(source, use_safetensors=True, dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load encoder {source!r}: {exc}") from exc
+        if not self._tokenizer.is_fast:
+            raise ModelLoadError(f"encoder {source!r} needs a fast tokenizer (for windowing)")
+        # Responses are windowed by us, never truncated: silence the length warning.
+        self._tokenizer.model_max_length = 1 << 30
+        if self.config.adapter is not None and config is None:
+            self._encoder = self._with_adapter(self._encoder, self.model_dir / "adapter.safetensors")
+        self._encoder.eval().to(self.device)
+        width = self._encoder.config.hidden_size * len(self.config.layers)
+        if head is None:
+            head = ValueHead(width, self.config.hidden)
+            if config is None:
+                file = self.model_dir / "head.safetensors"
+                try:
+                    head.load_state_dict(self._read_head(file, load_file))
+                except RuntimeError as exc:
+                    raise ModelLoadError(f"{file}: weights do not fit config.json: {exc}") from exc
+        self._head = head.eval().to(self.device)
+        self._lock = threading.Lock()
+        self._torch = torch
+        self._pool = pool
+
+    def _with_adapter(self, encoder: Any, file: Path) -> Any:
+        # Merged into the base weights once at load: scoring then costs what the base costs.
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        adapter = self.config.adapter
+        assert adapter is not None
+        wrapped = get_peft_model(
+            encoder,
+            LoraConfig(r=adapter.rank, lora_alpha=adapter.alpha, target_modules=adapter.target_modules),
+        )
+        try:
+            result = set_peft_model_state_dict(wrapped, load_file(str(file)))
+        except (FileNotFoundError, OSError, RuntimeError) as exc:
+            raise ModelLoadError(f"{file}: cannot load adapter weights: {exc}") from exc
+        if result.unexpected_keys:
+            raise ModelLoadError(f"{file}: unexpected adapter weights {result.unexpected_keys[:3]}")
+        return wrapped.merge_and_unload()
+
+    @staticmethod
+    def _read_head(file: Path, load_file: Any) -> dict[str, Any]:
+        try:
+            return dict(load_file(str(file)))
+        except (FileNotFoundError, OSError) as exc:
+            raise ModelLoadError(f"{file}: cannot read head weights: {exc}") from exc
+
+    def replace_head(self, head: Any) -> None:
+        """Swap in another value head (used by training), on this scorer's device."""
+        with self._lock:
+            self._head = head.eval().to(self.device)
+
+    @property
+    def model_id(self) -> str:
+        """Name of the model, recorded on spans."""
+        return self.config.model_id
+
+    def score(self, items: Sequence[Item]) -> list[ValueVector]:
+        """Score a batch of (prompt or None, response) pairs; one vector per pair, in order."""
+        if not items:
+            return []
+        windows, owners = self._windows(items)
+        scores = self._forward(windows, pooled_only=False)
+        return [self._combine(scores, [i for i, o in enumerate(owners) if o == n]) for n in range(len(items))]
+
+    async def ascore(self, items: Sequence[Item]) -> list[ValueVector]:
+        """Async twin of :meth:`score`: runs the forward pass in a worker thread."""
+        return await asyncio.to_thread(self.score, items)
+
+    def features(self, items: Sequence[Item]) -> torch.Tensor:
+        """Pooled encoder features of each pair's first window (what the head is trained on)."""
+        return self._forward(self.first_windows(items), pooled_only=True)
+
+    def first_windows(self, items: Sequence[Item]) -> list[dict[str, list[int]]]:
+        """Token ids of each pair's first window: training sees what scoring sees, truncated."""
+        windows, owners = self._windows(items)
+        first: dict[int, dict[str, list[int]]] = {}
+        for window, owner in zip(windows, owners):
+            first.setdefault(owner, window)
+        return [first[n] for n in range(len(items))]
+
+    def collate(self, windows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Pad windows into one batch of tensors on this scorer's device."""
+        batch = self._tokenizer.pad(windows, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _windows(self, items: Sequence[Item]) -> tuple[list[dict[str, list[int]]], list[int]]:
+        cfg, tok = self.config, self._tokenizer
+        prompts: list[str] = []
+        responses: list[str] = []
+        for n, (prompt, response) in enumerate(items):
+            if not isinstance(response, str):
+                raise ScorerError(f"item {n}: response must be a string, got {type(response).__name__}")
+            if prompt is not None and not isinstance(prompt, str):
+                raise ScorerError(f"item {n}: prompt must be a string or None, got {type(prompt).__name__}")
+            prompts.append(self._clip_prompt(prompt or ""))
+            responses.append(response)
+        overlap = min(cfg.window_overlap, cfg.max_length // 2)
+        if any(prompts):
+            enc = tok(
+                prompts, responses, truncation="only_second", max_length=cfg.max_length,
+                stride=overlap, return_overflowing_tokens=True,
+            )  # fmt: skip
+        else:
+            enc = tok(
+                responses, truncation=True, max_length=cfg.max_length, stride=overlap,
+                return_overflowing_tokens=True,
+            )  # fmt: skip
+        owners = list(enc["overflow_to_sample_mapping"])
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        windows = [{k: enc[k][i] for k in keys} for i in range(len(owners))]
+        return windows, owners
+
+    def _clip_prompt(self, prompt: str) -> str:
+        # Keep the start of long prompts so every window has room for the response.
+        if not prompt:
+            return prompt
+        ids = self._tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.config.prompt_tokens:
+            return prompt
+        return self._tokenizer.decode(ids[: self.config.prompt_tokens])
+
+    def _forward(self, windows: list[dict[str, list[int]]], *, pooled_only: bool) -> torch.Tensor:
+        torch = self._torch
+        # Sorting by length keeps padding (and so wasted compute) small within each batch.
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]["input_ids"]))
+        out: list[torch.Tensor | None] = [None] * len(windows)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                batch = self.collate([windows[i] for i in chunk])
+                pooled = self._pool(self._encoder, batch, self.config.layers)
+                result = pooled if pooled_only else self._head(pooled)
+                for j, i in enumerate(chunk):
+                    out[i] = result[j].float().cpu()
+        return torch.stack([t for t in out if t is not None])
+
+    @staticmethod
+    def _combine(scores: torch.Tensor, rows: list[int]) -> ValueVector:
+        window_scores = scores[rows]
+        if len(rows) == 1:
+            combined = window_scores[0]
+        else:
+            lowest = window_scores.min(dim=0).values
+            combined = window_scores.mean(dim=0)
+            opposed = lowest < -NO_CONNECTION
+            combined[opposed] = lowest[opposed]
+        values = [min(1.0, max(-1.0, float(x))) for x in combined]
+        return ValueVector(**dict(zip(VALUES, values)))

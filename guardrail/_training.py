@@ -1,0 +1,260 @@
+"""``guardrail train``: fit the value head over a frozen encoder, calibrate, write a model directory.
+
+Reproducible: seeded, single-threaded-order data, deterministic full-batch statistics; the card
+records data file hashes, the split rule and every hyper-parameter.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from guardrail._data import SPLIT_RULE, Example, file_hashes, load_evaluator, load_trustworthy
+from guardrail._model import PACKAGED_ENCODER, AdapterConfig, ModelConfig, write_json
+from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES
+
+Progress = Callable[[str], None]
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of a training run; all of them go into the model card."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str = "value-guardrail-minilm-head"
+    encoder: str = PACKAGED_ENCODER
+    layers: list[int] = Field(default=[-3, -2, -1])
+    hidden: int = 256
+    max_length: int = 256
+    prompt_tokens: int = 64
+    window_overlap: int = 64
+    seed: int = 0
+    epochs: int = 100
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    dropout: float = 0.1
+    batch_size: int = 256
+    opposed_weight: float = Field(
+        default=2.0, description="Loss weight of targets below -0.3 (rare, and what matters most)."
+    )
+    adapter_rank: int = Field(
+        default=16, ge=0, description="LoRA rank for fine-tuning the encoder (0: frozen encoder, head only)."
+    )
+    adapter_alpha: float = 32.0
+    adapter_targets: list[str] = Field(default=["query", "key", "value", "dense"])
+    finetune_epochs: int = 3
+    finetune_lr: float = 5e-4
+    finetune_head_lr: float = 2e-4
+    finetune_batch_size: int = 16
+    clean_pass_rate: float = Field(
+        default=0.98, description="Share of clean training answers the calibrated floors must pass."
+    )
+    device: str = "cpu"
+    limit: int | None = Field(
+        default=None, ge=8, description="Use only the first N training examples of each source (smoke runs)."
+    )
+    evaluate: bool = Field(default=True, description="Score the test split and put the metrics in the card.")
+
+
+def _fit_head(features: Any, targets: Any, weights: Any, cfg: TrainConfig) -> Any:
+    import torch
+
+    from guardrail._head import ValueHead
+
+    torch.manual_seed(cfg.seed)
+    head = ValueHead(features.shape[1], cfg.hidden, len(VALUES), dropout=cfg.dropout)
+    head.mean.copy_(features.mean(0))
+    head.scale.copy_(features.std(0) + 1e-6)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    head.train()
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(features), generator=generator)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            loss = ((head(features[idx]) - targets[idx]) ** 2 * weights[idx]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return head.eval()
+
+
+def _finetune(scorer: Any, examples: list[Example], head: Any, cfg: TrainConfig, progress: Progress) -> Any:
+    """Second stage: LoRA over the encoder and the head, trained jointly (LP-FT).
+
+    The head starts from the frozen-encoder fit, so fine-tuning refines features the head already
+    reads instead of chasing a random head. Returns the wrapped (unmerged) encoder.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from guardrail._head import pool
+
+    torch.manual_seed(cfg.seed)
+    encoder = get_peft_model(
+        scorer._encoder,
+        LoraConfig(r=cfg.adapter_rank, lora_alpha=cfg.adapter_alpha, lora_dropout=0.1,
+                   target_modules=cfg.adapter_targets),
+    )  # fmt: skip
+    windows = scorer.first_windows([(e.prompt, e.response) for e in examples])
+    targets = torch.tensor([e.target for e in examples], dtype=torch.float32)
+    weights = torch.where(targets < -NO_CONNECTION, cfg.opposed_weight, 1.0)
+    adapter_params = [p for p in encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [{"params": adapter_params, "lr": cfg.finetune_lr},
+         {"params": head.parameters(), "lr": cfg.finetune_head_lr}],
+        weight_decay=cfg.weight_decay,
+    )  # fmt: skip
+    size = cfg.finetune_batch_size
+    steps = cfg.finetune_epochs * ((len(windows) + size - 1) // size)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    encoder.train()
+    head.train()
+    step, started = 0, time.perf_counter()
+    for epoch in range(cfg.finetune_epochs):
+        # Batches of similar length waste little on padding; their order is shuffled.
+        order = torch.randperm(len(windows), generator=generator).tolist()
+        buckets = [order[i : i + size * 50] for i in range(0, len(order), size * 50)]
+        batches = []
+        for bucket in buckets:
+            bucket.sort(key=lambda i: len(windows[i]["input_ids"]))
+            batches += [bucket[i : i + size] for i in range(0, len(bucket), size)]
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            idx = batches[b]
+            batch = scorer.collate([windows[i] for i in idx])
+            pred = head(pool(encoder, batch, cfg.layers))
+            t, w = targets[idx].to(pred.device), weights[idx].to(pred.device)
+            loss = ((pred - t) ** 2 * w).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 50 == 0:
+                rate = step * size / (time.perf_counter() - started)
+                progress(f"fine-tune epoch {epoch + 1} step {step}/{steps} loss {loss.item():.4f} "
+                         f"({rate:.1f} examples/s)")  # fmt: skip
+    encoder.eval()
+    head.eval()
+    return encoder
+
+
+def calibrate_floors(scores: Any, clean: Any, target: float) -> dict[str, float]:
+    """Per-value floors on the safety values that pass ``target`` of clean answers jointly.
+
+    Each floor is the same quantile ``q`` of its value's scores on clean answers; ``q`` is found
+    by bisection so that the share of clean answers above all four floors is ``target``.
+    """
+    import numpy as np
+
+    cols = [VALUES.index(v) for v in SAFETY_VALUES]
+    clean_scores = scores[clean][:, cols]
+    lo, hi = 0.0, 1.0 - target
+    for _ in range(40):
+        q = (lo + hi) / 2
+        floors = np.quantile(clean_scores, q, axis=0)
+        passed = (clean_scores >= floors).all(axis=1).mean()
+        lo, hi = (q, hi) if passed >= target else (lo, q)
+    floors = np.quantile(clean_scores, lo, axis=0)
+    return {v: round(float(f), 3) for v, f in zip(SAFETY_VALUES, floors)}
+
+
+def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = print) -> dict[str, Any]:
+    """Train a head, calibrate default floors, and write ``output`` as a model directory.
+
+    Returns the model card (also written to ``output/card.json``).
+    """
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from guardrail._scorer import TransformerScorer
+
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    evaluator = [e for e in load_evaluator(data_dir) if not e.test][: cfg.limit]
+    trustworthy = [e for e in load_trustworthy(data_dir) if not e.test][: cfg.limit]
+    examples: list[Example] = evaluator + trustworthy
+    progress(f"training on {len(evaluator)} evaluator + {len(trustworthy)} trustworthy examples")
+
+    model_cfg = ModelConfig(
+        model_id=cfg.model_id, encoder=cfg.encoder, layers=cfg.layers, hidden=cfg.hidden,
+        max_length=cfg.max_length, prompt_tokens=cfg.prompt_tokens, window_overlap=cfg.window_overlap,
+        adapter=AdapterConfig(rank=cfg.adapter_rank, alpha=cfg.adapter_alpha,
+                              target_modules=cfg.adapter_targets) if cfg.adapter_rank else None,
+    )  # fmt: skip
+    scorer = TransformerScorer(config=model_cfg, device=cfg.device)
+    items = [(e.prompt, e.response) for e in examples]
+    features = torch.cat([scorer.features(items[i : i + 256]) for i in range(0, len(items), 256)])
+    progress(f"encoded {len(items)} examples in {time.perf_counter() - started:.0f}s")
+
+    targets = torch.tensor([e.target for e in examples], dtype=torch.float32)
+    weights = torch.where(targets < -NO_CONNECTION, cfg.opposed_weight, 1.0)
+    head = _fit_head(features, targets, weights, cfg)
+    adapter = None
+    if cfg.adapter_rank:
+        from peft import get_peft_model_state_dict
+
+        wrapped = _finetune(scorer, examples, head, cfg, progress)
+        adapter = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(wrapped).items()}
+        scorer._encoder = wrapped.merge_and_unload()
+    scorer.replace_head(head)
+
+    # Calibrate on what the product sees: full windowed scores of clean training answers.
+    scores = np.array([v.to_list() for v in scorer.score([(e.prompt, e.response) for e in evaluator])])
+    truth = np.array([e.target for e in evaluator])
+    clean = ~(truth < -NO_CONNECTION).any(axis=1)
+    floors = calibrate_floors(scores, clean, cfg.clean_pass_rate)
+    progress(f"calibrated floors {floors}")
+    safety = scores[:, [VALUES.index(v) for v in SAFETY_VALUES]]
+    floor_row = np.array([floors[v] for v in SAFETY_VALUES])
+    ben, uni = VALUES.index("benevolence"), VALUES.index("universalism")
+    harmful = np.minimum(truth[:, ben], truth[:, uni]) < -0.5
+
+    output.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(output / "head.safetensors"))
+    if adapter is not None:
+        save_file(adapter, str(output / "adapter.safetensors"))
+    write_json(output / "config.json", model_cfg.model_dump(mode="json"))
+    card: dict[str, Any] = {
+        "model_id": cfg.model_id,
+        "base_encoder": cfg.encoder,
+        "architecture": (f"LoRA rank {cfg.adapter_rank} on {cfg.adapter_targets}" if cfg.adapter_rank
+                         else "frozen encoder") + f", mean-pooled hidden layers {cfg.layers}, "
+        f"MLP head ({cfg.hidden} hidden, GELU), tanh; trained head first, then jointly (LP-FT)",
+        "data": {"files": file_hashes(data_dir), "train_examples": {
+            "evaluator_scores": len(evaluator), "trustworthy": len(trustworthy)}},
+        "split_rule": SPLIT_RULE + "  (test rows are never trained on)",
+        "hyperparameters": cfg.model_dump(mode="json"),
+        "calibration": {
+            "method": "per-value floors on security, conformity, benevolence, universalism at a "
+            "common quantile q of clean training answers (evaluator_scores, no score < -0.3), q "
+            f"chosen so {cfg.clean_pass_rate:.0%} of them pass all four floors",
+            "floors": floors,
+            "train_clean_pass": round(float((safety[clean] >= floor_row).all(1).mean()), 4),
+            "train_block_opposed": round(float((safety[harmful] < floor_row).any(1).mean()), 4),
+        },
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "device": scorer.device},
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }  # fmt: skip
+    if cfg.evaluate:
+        from guardrail._engine import Engine
+        from guardrail._evaluate import evaluate
+        from guardrail._policy import Policy
+
+        # Reported, never tuned on: the floors above came from the training split only.
+        policy = Policy(name="calibrated-floors", thresholds={v: {"min": f} for v, f in floors.items()})
+        card["metrics"] = evaluate(scorer, Engine(policy), data_dir)
+        progress(f"test split: {card['metrics']}")
+    write_json(output / "card.json", card)
+    return card

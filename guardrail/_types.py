@@ -1,0 +1,31 @@
+"""Shared aliases and protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, TypeAlias, runtime_checkable
+
+from guardrail._values import ValueVector
+
+Item: TypeAlias = tuple[str | None, str]
+"""One thing to score: (prompt or None, response)."""
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that maps a batch of (prompt or None, response) pairs to value vectors.
+
+    ``score`` and ``ascore`` return one :class:`ValueVector` per item, in order.
+    ``model_id`` and ``device`` are recorded on spans.
+    """
+
+    model_id: str
+    device: str
+
+    def score(self, items: Sequence[Item]) -> list[ValueVector]:
+        """Score a batch synchronously."""
+        ...
+
+    async def ascore(self, items: Sequence[Item]) -> list[ValueVector]:
+        """Score a batch without blocking the event loop."""
+        ...

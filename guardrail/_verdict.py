@@ -1,0 +1,116 @@
+"""The outcome of one check: decision, scores, violations with margins, and the action to apply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from guardrail._policy import Action
+from guardrail._values import ValueVector
+
+Decision = Literal["allow", "log", "block", "rewrite"]
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule, with the observed value, the bound it crossed and by how much.
+
+    ``margin`` is always positive: how far past the bound the observation lies. For a
+    threshold or a box, ``dimension`` names the value; for a distance region it is ``None``
+    and ``observed``/``bound`` are distances.
+    """
+
+    rule: str
+    """Where the rule lives in the policy, e.g. ``thresholds.benevolence.min`` or ``regions.hate``."""
+    dimension: str | None
+    observed: float
+    bound: float
+    margin: float
+    action: str
+    """Name of the policy action this rule triggers."""
+    severity: str
+    message: str
+    """Human explanation, e.g. ``benevolence -0.62, below the floor -0.30 by 0.32``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by the CLI and ``guardrail score``."""
+        return {
+            "rule": self.rule,
+            "dimension": self.dimension,
+            "observed": round(self.observed, 4),
+            "bound": round(self.bound, 4),
+            "margin": round(self.margin, 4),
+            "action": self.action,
+            "severity": self.severity,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the guard decided about one response, and why.
+
+    ``decision`` is what is applied. In shadow mode it is ``log`` whenever the rules asked for
+    more, and ``intended`` keeps what they asked for. ``scores`` is ``None`` only when scoring
+    failed (``error`` says why; the policy's ``on_error`` chose the decision).
+
+    Example:
+        >>> verdict = guard.check("Here is how to hurt them...")  # doctest: +SKIP
+        >>> verdict.decision, verdict.scores.benevolence  # doctest: +SKIP
+        ('block', -0.71)
+    """
+
+    decision: Decision
+    intended: Decision
+    scores: ValueVector | None
+    violations: tuple[Violation, ...]
+    action: Action | None
+    """The winning action with its parameters (message, strategy...), ``None`` when allowed."""
+    action_name: str | None
+    policy_name: str
+    policy_version: str
+    policy_hash: str
+    mode: str
+    risk: float
+    """Largest signed margin over the policy's rules: > 0 means some rule is violated."""
+    latency_ms: float = 0.0
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def allowed(self) -> bool:
+        """True when the response goes out unchanged (``allow`` or ``log``)."""
+        return self.decision in ("allow", "log")
+
+    @property
+    def message(self) -> str | None:
+        """The text to deliver instead of the response when blocked, else ``None``."""
+        if self.decision == "block" and self.action is not None:
+            return self.action.message
+        return None
+
+    def explain(self) -> str:
+        """One line: the decision and each violation with its margin."""
+        head = f"{self.decision} (policy {self.policy_name} v{self.policy_version})"
+        if self.error:
+            return f"{head}: scoring failed: {self.error}"
+        if not self.violations:
+            return head
+        return head + ": " + "; ".join(v.message for v in self.violations)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form printed by ``guardrail check --json``."""
+        return {
+            "decision": self.decision,
+            "intended": self.intended,
+            "scores": None if self.scores is None else {k: round(v, 4) for k, v in self.scores.to_dict().items()},
+            "violations": [v.to_dict() for v in self.violations],
+            "action": None
+            if self.action is None
+            else {"name": self.action_name, **self.action.model_dump(exclude_none=True)},
+            "policy": {"name": self.policy_name, "version": self.policy_version, "hash": self.policy_hash},
+            "mode": self.mode,
+            "risk": round(self.risk, 4),
+            "latency_ms": round(self.latency_ms, 3),
+            "error": self.error,
+        }

@@ -1,0 +1,7 @@
+"""value-guardrail for Litellm: a thin adapter over the core `guardrail` engine.
+
+Install with `pip install "value-guardrail[litellm]"`. The adapter itself arrives with the
+integrations work; this package reserves the import name and the wheel layout.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,41 @@
+"""Shared session-scoped fixtures: the real data folder and the shipped default model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+# The shipped model must load from disk; never reach for the Hugging Face Hub in tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+if TYPE_CHECKING:
+    from guardrail._scorer import TransformerScorer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared training/evaluation data: ``$GUARDRAIL_DATA`` or ``<repo>/../shared/data``.
+
+    Fails (never skips) when it is missing: the data tests guard the published figures.
+    """
+    folder = Path(os.environ.get("GUARDRAIL_DATA") or REPO.parent / "shared" / "data")
+    if not (folder / "fulcra").is_dir():
+        pytest.fail(
+            f"data folder {folder} not found (expected fulcra/ inside); "
+            "set GUARDRAIL_DATA to the shared/data folder described in its README",
+            pytrace=False,
+        )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def scorer() -> TransformerScorer:
+    """The shipped default model, loaded once per session."""
+    from guardrail._scorer import TransformerScorer
+
+    return TransformerScorer()

@@ -1,0 +1,288 @@
+"""Tests for guardrail._cli: every command in-process through typer's CliRunner, on the real model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from guardrail._cli import app
+from guardrail._resources import policies_dir, shipped_policy_names
+from guardrail._values import VALUES
+
+FIXTURES = Path(__file__).parent / "fixtures" / "policies"
+HATEFUL = (
+    "Immigrants are parasites and criminals. They are inferior people who should be driven out by any means necessary."
+)
+BENIGN = (
+    "Baking bread at home is easy and fun: mix flour, water, salt and yeast, knead the dough, let it rise, "
+    "then bake it until the crust is golden. Enjoy it warm with your family!"
+)
+
+# Where each invalid fixture's first error points (run from FIXTURES); see tests/test_loader.py.
+LOCATIONS = {
+    "bad_inherited": "invalid/bad_inherited_base.yaml:3:31",  # the inherited key lives in the parent
+    "bad_inherited_base": "invalid/bad_inherited_base.yaml:3:31",
+    "bad_syntax": "invalid/bad_syntax.yaml:4:8",
+    "box_and_distance": "invalid/box_and_distance.yaml:3:3",
+    "cycle_a": "invalid/cycle_a.yaml:3:10",
+    "cycle_b": "invalid/cycle_b.yaml:2:10",
+    "many_issues": "invalid/many_issues.yaml:2:7",
+    "min_gt_max": "invalid/min_gt_max.yaml:3:3",
+    "missing_extends": "invalid/missing_extends.yaml:2:10",
+    "rewrite_without_strategy": "invalid/rewrite_without_strategy.yaml:3:3",
+    "top_level_list": "invalid/top_level_list.yaml:1:1",
+    "unknown_action": "invalid/unknown_action.yaml:5:36",
+    "unknown_dimension": "invalid/unknown_dimension.yaml:4:3",
+    "unknown_top_level_key": "invalid/unknown_top_level_key.yaml:3:1",
+    "wrong_type": "invalid/wrong_type.yaml:4:10",
+}
+
+
+def invoke(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+def expect(result: Result, code: int) -> Result:
+    assert result.exit_code == code, (
+        f"exit {result.exit_code}, expected {code}\nstdout: {result.stdout}\nstderr: {result.stderr}\n"
+        f"exception: {result.exception!r}"
+    )
+    return result
+
+
+def check_json(*args: str, input: str | None = None) -> dict[str, Any]:
+    stdout = expect(invoke("check", "--json", *args, input=input), 0).stdout
+    assert stdout.count("\n") == 1 and stdout.endswith("\n"), stdout
+    data = json.loads(stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+def test_check_json_blocked() -> None:
+    data = check_json(HATEFUL)
+    assert data["decision"] == "block"
+    assert list(data["scores"]) == list(VALUES)
+    assert all(-1.0 <= s <= 1.0 for s in data["scores"].values())
+    assert data["violations"]
+    for v in data["violations"]:
+        assert {"rule", "dimension", "observed", "bound", "margin"} <= set(v)
+        assert v["margin"] > 0
+    assert data["policy"]["name"] == "default"
+    assert data["policy"]["version"] == "1.0"
+
+
+def test_check_json_allowed() -> None:
+    data = check_json(BENIGN, "--prompt", "How do I bake bread at home?")
+    assert data["decision"] == "allow"
+    assert list(data["scores"]) == list(VALUES)
+    assert data["violations"] == []
+    assert {"name", "version"} <= set(data["policy"])
+
+
+def test_check_plain_explains() -> None:
+    stdout = expect(invoke("check", HATEFUL), 0).stdout
+    for name in VALUES:
+        assert name in stdout
+    assert "decision: block" in stdout
+    assert "below the floor" in stdout and " by " in stdout
+    assert "[high] thresholds." in stdout  # the severity is text, not Rich markup
+
+
+def test_check_reads_stdin() -> None:
+    assert check_json("-", input=HATEFUL)["decision"] == "block"
+
+
+@pytest.mark.parametrize(("args", "stdin"), [(("",), None), (("   ",), None), (("-",), " \n")])
+def test_check_empty_response(args: tuple[str, ...], stdin: str | None) -> None:
+    result = expect(invoke("check", *args, input=stdin), 2)
+    assert "RESPONSE is empty" in result.stderr
+    assert result.stdout == ""
+
+
+def test_every_invalid_fixture_is_covered() -> None:
+    assert sorted(p.stem for p in (FIXTURES / "invalid").glob("*.yaml")) == sorted(LOCATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(LOCATIONS))
+def test_check_invalid_policy(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(FIXTURES)
+    result = expect(invoke("check", "--policy", f"invalid/{name}.yaml", "hello"), 2)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"error: {LOCATIONS[name]}  "), result.stderr
+    if name == "many_issues":  # one issue per line, each located
+        assert len(lines) == 4
+        assert all(line.startswith("invalid/many_issues.yaml:") for line in lines[1:])
+    else:
+        assert len(lines) == 1, result.stderr
+
+
+def test_check_unknown_policy_name() -> None:
+    result = expect(invoke("check", "--policy", "no_such_policy", "hello"), 2)
+    assert "'no_such_policy' not found" in result.stderr
+    assert "default" in result.stderr  # lists the shipped ones
+
+
+def test_check_missing_model(tmp_path: Path) -> None:
+    result = expect(invoke("check", "--model", str(tmp_path / "nowhere"), "hello"), 2)
+    assert result.stderr.startswith("error: ")
+
+
+# -- policy validate / schema --------------------------------------------------------------
+
+
+def test_policy_validate_shipped() -> None:
+    files = [str(policies_dir() / f"{name}.yaml") for name in shipped_policy_names()]
+    result = expect(invoke("policy", "validate", *files), 0)
+    assert result.stdout.count("ok ") == len(files) == 4
+    assert result.stderr == ""
+
+
+def test_policy_validate_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(FIXTURES)
+    result = expect(invoke("policy", "validate", "valid/base.yaml", "invalid/wrong_type.yaml"), 2)
+    assert "ok valid/base.yaml" in result.stdout
+    assert result.stderr == (
+        "invalid/wrong_type.yaml:4:10  thresholds.benevolence.min  "
+        "Input should be a valid number, unable to parse string as a number (got 'high')\n"
+    )
+
+
+def test_policy_schema() -> None:
+    schema = json.loads(expect(invoke("policy", "schema"), 0).stdout)
+    keys = {"thresholds", "regions", "actions", "on_error", "timeout_ms", "mode", "extends"}
+    assert keys <= set(schema["properties"])
+
+
+# -- score ---------------------------------------------------------------------------------
+
+
+def _write_jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+GOOD_ROWS = [
+    {"id": 1, "prompt": "How do I bake bread at home?", "response": BENIGN, "meta": {"lang": "en"}},
+    {"id": 2, "prompt": None, "response": HATEFUL},
+    {"id": 3, "response": "Sure, happy to help."},
+]
+
+
+def test_score_keeps_fields_and_adds_scores(tmp_path: Path) -> None:
+    source = _write_jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in GOOD_ROWS])
+    target = tmp_path / "out.jsonl"
+    expect(invoke("score", str(source), str(target)), 0)
+    rows = _read_jsonl(target)
+    assert len(rows) == len(GOOD_ROWS)
+    for row, original in zip(rows, GOOD_ROWS):
+        assert {k: row[k] for k in original} == original
+        assert list(row["scores"]) == list(VALUES)
+        assert "decision" not in row and "violations" not in row
+
+
+def test_score_with_policy_decides(tmp_path: Path) -> None:
+    source = _write_jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in GOOD_ROWS[:2]])
+    target = tmp_path / "out.jsonl"
+    expect(invoke("score", str(source), str(target), "--policy", "default"), 0)
+    allowed, blocked = _read_jsonl(target)
+    assert (allowed["decision"], allowed["violations"]) == ("allow", [])
+    assert blocked["decision"] == "block"
+    assert blocked["violations"] and {"rule", "margin"} <= set(blocked["violations"][0])
+    assert list(blocked["scores"]) == list(VALUES)
+
+
+BAD_LINES = {
+    "invalid JSON": '{"response": "unterminated',
+    "field 'response'": '{"prompt": "no response here"}',
+    "field 'prompt'": '{"prompt": 5, "response": "a number is not a prompt"}',
+}
+
+
+@pytest.mark.parametrize("problem", sorted(BAD_LINES))
+def test_score_bad_line_fails(tmp_path: Path, problem: str) -> None:
+    source = _write_jsonl(tmp_path / "in.jsonl", [json.dumps(GOOD_ROWS[0]), BAD_LINES[problem]])
+    target = tmp_path / "out.jsonl"
+    result = expect(invoke("score", str(source), str(target)), 2)
+    assert f"{source}:2: " in result.stderr
+    assert problem in result.stderr
+    assert not target.exists()
+
+
+def test_score_bad_lines_skipped(tmp_path: Path) -> None:
+    good = [json.dumps(r) for r in GOOD_ROWS]
+    bad = sorted(BAD_LINES.values())
+    lines = [good[0], bad[0], good[1], "", bad[1], good[2], bad[2]]  # bad on lines 2, 5, 7
+    source = _write_jsonl(tmp_path / "in.jsonl", lines)
+    target = tmp_path / "out.jsonl"
+    result = expect(invoke("score", "--on-bad-line", "skip", str(source), str(target)), 0)
+    for number in (2, 5, 7):
+        assert f"skipped {source}:{number}: " in result.stderr
+    assert result.stderr.count("skipped ") == 3
+    rows = _read_jsonl(target)
+    assert [r["id"] for r in rows] == [1, 2, 3]
+
+
+def test_score_missing_input(tmp_path: Path) -> None:
+    result = expect(invoke("score", str(tmp_path / "nope.jsonl"), str(tmp_path / "out.jsonl")), 2)
+    assert "nope.jsonl" in result.stderr
+
+
+# -- demo, train, eval ---------------------------------------------------------------------
+
+
+def test_demo() -> None:
+    stdout = expect(invoke("demo"), 0).stdout
+    assert "allow" in stdout
+    assert "block" in stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A tiny model trained by ``guardrail train`` (smoke-sized: --limit 16)."""
+    output = tmp_path_factory.mktemp("model")
+    args = ["--data", str(data_dir), "--limit", "16", "--epochs", "2", "--finetune-epochs", "1", "--skip-eval"]
+    result = expect(invoke("train", *args, "-o", str(output)), 0)
+    assert f"wrote {output}" in result.stdout
+    return output
+
+
+def test_train_writes_model_dir(trained: Path) -> None:
+    for name in ("config.json", "head.safetensors", "adapter.safetensors", "card.json"):
+        assert (trained / name).is_file(), name
+    card = json.loads((trained / "card.json").read_text(encoding="utf-8"))
+    files = card["data"]["files"]
+    assert len(files) == 4 and all(len(h) == 64 for h in files.values())
+    assert card["split_rule"].startswith("test = int(sha1(")
+    assert card["hyperparameters"]["limit"] == 16
+    assert card["hyperparameters"]["epochs"] == 2
+    assert card["data"]["train_examples"] == {"evaluator_scores": 16, "trustworthy": 16}
+    assert set(card["calibration"]["floors"]) == {"security", "conformity", "benevolence", "universalism"}
+    assert "metrics" not in card  # --skip-eval
+
+
+def test_trained_model_loads(trained: Path) -> None:
+    data = check_json("--model", str(trained), HATEFUL)
+    assert data["decision"] in ("allow", "block")  # a 32-example model: only that it runs
+    assert list(data["scores"]) == list(VALUES)
+
+
+def test_train_missing_data() -> None:
+    result = expect(invoke("train", "--data", "/nonexistent", "--limit", "16", "-o", "/nonexistent/out"), 2)
+    assert "/nonexistent/fulcra" in result.stderr
+
+
+def test_eval_missing_data() -> None:
+    result = expect(invoke("eval", "--data", "/nonexistent"), 2)
+    assert "/nonexistent/fulcra" in result.stderr

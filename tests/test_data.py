@@ -1,0 +1,175 @@
+"""Tests for guardrail._data: the fixed split, label parsing, errors, and the real data's shape."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from guardrail._data import (
+    SPLIT_RULE,
+    Example,
+    file_hashes,
+    is_test,
+    load_evaluator,
+    load_trustworthy,
+)
+from guardrail._exceptions import DataError
+from guardrail._values import VALUES
+
+
+def readme_rule(prompt: str) -> bool:
+    """The split exactly as the data README writes it."""
+    return int(hashlib.sha1(prompt.strip().lower().encode("utf-8")).hexdigest(), 16) % 5 == 0
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["b", "a", "How do I bake bread?", "Why is the sky blue?", "Wie geht's? Ça va, ñandú?", ""],
+)
+def test_split_matches_readme(prompt: str) -> None:
+    assert is_test(prompt) is readme_rule(prompt)
+
+
+def test_split_normalises_whitespace_and_case() -> None:
+    assert is_test("b") is True  # sha1("b") % 5 == 0
+    assert is_test("  B \n") is True
+    assert is_test("a") is False
+    assert is_test("\tA  ") is False
+    assert is_test("How Do I Bake Bread?  ") is is_test("how do i bake bread?")
+    assert SPLIT_RULE == 'test = int(sha1(prompt.strip().lower().encode("utf-8")).hexdigest(), 16) % 5 == 0'
+
+
+def test_example_test_property() -> None:
+    example = Example("  B ", "r", (0.0,) * 10, "evaluator", "f:1")
+    assert example.test is True
+
+
+# -- hand-written files --------------------------------------------------------------------
+
+
+def _fulcra(tmp_path: Path) -> Path:
+    (tmp_path / "fulcra" / "evaluator_scores").mkdir(parents=True)
+    return tmp_path
+
+
+def _dialogue(prompt: str, response: str, labels: list[str]) -> str:
+    return json.dumps({"dialogue": f"Human: {prompt}\nBob: {response}", "value_types": labels})
+
+
+def test_trustworthy_noisy_labels(tmp_path: Path) -> None:
+    data = _fulcra(tmp_path)
+    rows = [
+        _dialogue(
+            "Is it fine?",
+            "Yes.\nBob said so.",
+            ["security: 1", "benevolence: 1+", "universalism: =1", "conformity: -1", "humility: -1"],
+        ),
+        "",  # blank lines are skipped
+        _dialogue("Other?", "No.", ["Self-direction: +1", "power:-1"]),
+    ]
+    (data / "fulcra" / "trustworthy_data.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    first, second = load_trustworthy(data)
+    assert (first.prompt, first.response, first.source) == ("Is it fine?", "Yes.\nBob said so.", "trustworthy")
+    expected = dict.fromkeys(VALUES, 0.0) | {"security": 1.0, "benevolence": 1.0, "universalism": 1.0}
+    expected["conformity"] = -1.0  # "humility" is not one of the ten values: ignored
+    assert first.target == tuple(expected.values())
+    assert first.origin.endswith("trustworthy_data.jsonl:1")
+    expected = dict.fromkeys(VALUES, 0.0) | {"self_direction": 1.0, "power": -1.0}
+    assert second.target == tuple(expected.values())
+    assert second.origin.endswith("trustworthy_data.jsonl:3")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"dialogue": "Human: hi\\nBob: hello"', "invalid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"dialogue": "hi"}', "dialogue must look like"),
+        ('{"dialogue": "Human: hi, no answer"}', "no '\\nBob: ' turn"),
+    ],
+)
+def test_trustworthy_malformed_line(tmp_path: Path, line: str, message: str) -> None:
+    data = _fulcra(tmp_path)
+    path = data / "fulcra" / "trustworthy_data.jsonl"
+    path.write_text(_dialogue("ok", "fine", []) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_trustworthy(data)
+    assert str(info.value).startswith(f"{path}:2: ")
+    assert message in str(info.value)
+
+
+def test_evaluator_rows_and_errors(tmp_path: Path) -> None:
+    data = _fulcra(tmp_path)
+    path = data / "fulcra" / "evaluator_scores" / "model.jsonl"
+    row = {"prompt": "p", "answer": "a", "value_reward": [0.5] * 9 + [-1.7], "extra": 1}
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    (example,) = load_evaluator(data)
+    assert (example.prompt, example.response, example.source) == ("p", "a", "evaluator")
+    assert example.target == (0.5,) * 9 + (-1.0,)  # clipped to [-1, 1]
+    assert example.origin == f"{path}:1"
+
+    path.write_text(json.dumps(row) + "\n" + "{not json\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: invalid JSON"):
+        load_evaluator(data)
+    path.write_text(json.dumps({"prompt": "p", "answer": "a"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: missing field 'value_reward'"):
+        load_evaluator(data)
+    path.write_text(json.dumps({"prompt": "p", "answer": "a", "value_reward": [0.1]}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:1: value_reward must be a list of 10"):
+        load_evaluator(data)
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match="nowhere"):
+        load_evaluator(missing)
+    with pytest.raises(DataError, match="nowhere"):
+        load_trustworthy(missing)
+    with pytest.raises(DataError, match="nowhere"):
+        file_hashes(missing)
+
+
+# -- the real data -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evaluator(data_dir: Path) -> list[Example]:
+    return load_evaluator(data_dir)
+
+
+@pytest.fixture(scope="module")
+def trustworthy(data_dir: Path) -> list[Example]:
+    return load_trustworthy(data_dir)
+
+
+def test_real_test_split_size(evaluator: list[Example], trustworthy: list[Example]) -> None:
+    assert sum(e.test for e in evaluator) == 921
+    assert len(trustworthy) == 1718
+    assert 0 < sum(e.test for e in trustworthy) < len(trustworthy)
+
+
+def test_real_no_prompt_overlap(evaluator: list[Example], trustworthy: list[Example]) -> None:
+    rows = evaluator + trustworthy
+    train = {e.prompt.strip().lower() for e in rows if not e.test}
+    test = {e.prompt.strip().lower() for e in rows if e.test}
+    assert train and test
+    assert not train & test
+
+
+def test_real_targets_in_range(evaluator: list[Example], trustworthy: list[Example]) -> None:
+    for e in evaluator + trustworthy:
+        assert len(e.target) == len(VALUES)
+        assert all(-1.0 <= t <= 1.0 for t in e.target), e.origin
+    assert {t for e in trustworthy for t in e.target} == {-1.0, 0.0, 1.0}
+
+
+def test_real_file_hashes(data_dir: Path) -> None:
+    hashes = file_hashes(data_dir)
+    assert len(hashes) == 4
+    assert "fulcra/trustworthy_data.jsonl" in hashes
+    assert sum(k.startswith("fulcra/evaluator_scores/") for k in hashes) == 3
+    assert all(len(h) == 64 and int(h, 16) >= 0 for h in hashes.values())

@@ -1,0 +1,133 @@
+"""The real default scorer: stability, windowing, safe loading, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from guardrail import Guard, ModelLoadError, ScorerError, TransformerScorer, ValueVector
+from guardrail._resources import default_model_dir
+from guardrail._scorer import pick_device
+
+BENIGN = (
+    "Sourdough needs a lively starter, flour, water and salt. Mix, rest for an hour, then stretch and "
+    "fold the dough every half hour for two hours. Shape it, let it rise overnight in the fridge, and "
+    "bake it in a very hot covered pot for twenty minutes, then uncovered until deep brown. "
+)
+HARMFUL_TAIL = (
+    "Also, your neighbour's kids are worthless vermin. Poison their dog, slash their tyres and make "
+    "them afraid to leave the house until they move away."
+)
+
+
+@pytest.fixture(scope="module")
+def scorer() -> TransformerScorer:
+    return TransformerScorer(device="cpu")
+
+
+def test_auto_device_is_cpu_without_a_gpu() -> None:
+    import torch
+
+    assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device("cpu") == "cpu"
+
+
+def test_scores_are_ten_values_in_range(scorer: TransformerScorer) -> None:
+    [vector] = scorer.score([("How do I bake bread?", BENIGN)])
+    assert isinstance(vector, ValueVector)
+    assert all(-1.0 <= s <= 1.0 for s in vector)
+
+
+def test_same_text_same_scores_across_batch_sizes_and_padding(scorer: TransformerScorer) -> None:
+    items = [
+        ("How do I bake bread?", BENIGN),
+        (None, "Thanks!"),
+        ("Tell me about the weather", "It is sunny with a light breeze, about twenty degrees."),
+        ("Help", BENIGN * 4 + HARMFUL_TAIL),  # several windows
+        (None, "No."),
+    ]
+    reference = [v.to_list() for v in scorer.score(items)]
+    for batch_size in (1, 2, 7):
+        other = TransformerScorer(device="cpu", batch_size=batch_size)
+        for got, want in zip(other.score(items), reference):
+            assert max(abs(a - b) for a, b in zip(got.to_list(), want)) < 1e-4
+    # Alone, or next to a much longer neighbour (more padding), the scores stay the same.
+    alone = scorer.score([items[1]])[0].to_list()
+    assert max(abs(a - b) for a, b in zip(alone, reference[1])) < 1e-4
+
+
+def test_async_twin_matches(scorer: TransformerScorer) -> None:
+    items = [("Hi", "Hello! How can I help you today?")]
+    assert asyncio.run(scorer.ascore(items)) == scorer.score(items)
+
+
+def test_long_response_is_windowed_not_truncated(scorer: TransformerScorer) -> None:
+    long_benign = BENIGN * 6
+    windows, owners = scorer._windows([("How do I bake bread?", long_benign + HARMFUL_TAIL)])
+    assert len(windows) > 2 and set(owners) == {0}
+    guard = Guard("default", scorer)
+    assert guard.check(long_benign, prompt="How do I bake bread?").decision == "allow"
+    # The harmful paragraph sits far past the first 256 tokens and still blocks the answer.
+    verdict = guard.check(long_benign + HARMFUL_TAIL, prompt="How do I bake bread?")
+    assert verdict.decision == "block", verdict.explain()
+    first_window_only = scorer._head(scorer.features([("How do I bake bread?", long_benign + HARMFUL_TAIL)]))
+    assert verdict.scores is not None
+    assert min(verdict.scores.benevolence, verdict.scores.universalism) < min(
+        float(first_window_only[0][8]), float(first_window_only[0][9])
+    )
+
+
+def test_bad_items_name_the_item(scorer: TransformerScorer) -> None:
+    with pytest.raises(ScorerError, match="item 1: response must be a string"):
+        scorer.score([(None, "ok"), (None, 3)])  # type: ignore[list-item]
+    with pytest.raises(ScorerError, match="item 0: prompt must be a string or None"):
+        scorer.score([(["x"], "ok")])  # type: ignore[list-item]
+    assert scorer.score([]) == []
+
+
+def test_shipped_model_has_no_pickles_and_loads_without_torch_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {p.name for p in default_model_dir().iterdir()}
+    assert {"config.json", "head.safetensors", "card.json"} <= files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+    import torch
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load must not be used")
+
+    monkeypatch.setattr(torch, "load", forbidden)
+    TransformerScorer(device="cpu")
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not a model directory"):
+        TransformerScorer(tmp_path, device="cpu")
+
+
+def test_head_that_does_not_fit_config_is_a_clear_error(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir(), model)
+    config = json.loads((model / "config.json").read_text())
+    config["hidden"] = 7
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=re.escape("head.safetensors: weights do not fit config.json")):
+        TransformerScorer(model, device="cpu")
+
+
+def test_bad_config_names_the_field(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir(), model)
+    config = json.loads((model / "config.json").read_text())
+    config["layers"] = "last"
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=re.escape("config.json: layers")):
+        TransformerScorer(model, device="cpu")
+
+
+def test_missing_encoder_is_a_clear_error() -> None:
+    with pytest.raises(ModelLoadError, match="cannot load encoder"):
+        TransformerScorer(encoder="/nonexistent/encoder", device="cpu")
