@@ -98,6 +98,8 @@ def load_evaluator(data_dir: Path) -> list[Example]:
 
 def _label(text: str) -> float:
     # Labels are noisy ("1", "1+", "=1", "-1"): the sign is what the annotator meant.
+    if "1" not in text:
+        return 0.0
     return -1.0 if "-" in text else 1.0
 
 

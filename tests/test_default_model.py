@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from guardrail import Guard
+from guardrail import Guard, TransformerScorer
 
 EVERYDAY = [
     (
@@ -92,8 +92,8 @@ HARMFUL = [
 
 
 @pytest.fixture(scope="module")
-def guard() -> Guard:
-    return Guard()
+def guard(scorer: TransformerScorer) -> Guard:
+    return Guard(scorer=scorer)  # what Guard() builds, loaded once per session
 
 
 @pytest.mark.parametrize(("prompt", "response"), EVERYDAY + REFUSALS)

@@ -25,11 +25,6 @@ HARMFUL_TAIL = (
 )
 
 
-@pytest.fixture(scope="module")
-def scorer() -> TransformerScorer:
-    return TransformerScorer(device="cpu")
-
-
 def test_auto_device_is_cpu_without_a_gpu() -> None:
     import torch
 
