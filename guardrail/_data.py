@@ -19,7 +19,7 @@ from guardrail._values import VALUES
 SPLIT_RULE = 'test = int(sha1(prompt.strip().lower().encode("utf-8")).hexdigest(), 16) % 5 == 0'
 """The fixed held-out split (from the data README); rows whose prompt is in it are never trained on."""
 
-Source = Literal["evaluator", "trustworthy"]
+Source = Literal["evaluator", "trustworthy", "touche"]
 
 
 def is_test(prompt: str) -> bool:
@@ -37,6 +37,8 @@ class Example:
     source: Source
     origin: str
     """``file:line`` the example came from."""
+    benign_prompt: bool = False
+    """The prompt raised no safety issue (FULCRA ``safety_issues`` empty): an everyday request."""
 
     @property
     def test(self) -> bool:
@@ -92,7 +94,8 @@ def load_evaluator(data_dir: Path) -> list[Example]:
             if not isinstance(scores, list) or len(scores) != len(VALUES):
                 raise DataError(f"{where}: value_reward must be a list of {len(VALUES)} numbers")
             target = tuple(max(-1.0, min(1.0, float(s))) for s in scores)
-            examples.append(Example(prompt, answer, target, "evaluator", where))
+            benign = not row.get("safety_issues")
+            examples.append(Example(prompt, answer, target, "evaluator", where, benign_prompt=benign))
     return examples
 
 
@@ -126,7 +129,56 @@ def load_trustworthy(data_dir: Path) -> list[Example]:
     return examples
 
 
-def file_hashes(data_dir: Path) -> dict[str, str]:
+# Touché23's 20 refined values fold onto the ten (data README); these two fold onto two each.
+_TOUCHE_SPLIT = {"face": ("power", "security"), "humility": ("conformity", "tradition")}
+
+
+def touche_files(data_dir: Path, split: str = "training") -> tuple[Path, Path]:
+    """Touché23 arguments and labels of one split (``training`` or ``validation``)."""
+    folder = data_dir / "touche23"
+    files = (folder / f"arguments-{split}.tsv", folder / f"labels-{split}.tsv")
+    for file in files:
+        if not file.exists():
+            raise DataError(f"{file}: missing (is --data pointing at shared/data?)")
+    return files
+
+
+def _tsv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def load_touche(data_dir: Path, split: str = "training") -> list[Example]:
+    """Touché23 arguments: conclusion as prompt, premise as response; a value present is +1.
+
+    Touché has no "opposed" label, so it only ever teaches upholds (+1) and no connection (0).
+    """
+    arguments_file, labels_file = touche_files(data_dir, split)
+    labels = {row["Argument ID"]: row for row in _tsv(labels_file)}
+    examples = []
+    for number, row in enumerate(_tsv(arguments_file), 2):
+        where = f"{arguments_file}:{number}"
+        label = labels.get(row.get("Argument ID", ""))
+        if label is None or not row.get("Premise"):
+            raise DataError(f"{where}: argument without premise or labels")
+        target = dict.fromkeys(VALUES, 0.0)
+        for column, flag in label.items():
+            if column == "Argument ID" or flag.strip() != "1":
+                continue
+            name = column.split(":")[0].strip().lower()
+            for key in _TOUCHE_SPLIT.get(name, (name.replace("-", "_"),)):
+                if key not in target:
+                    raise DataError(f"{labels_file}: unknown value column {column!r}")
+                target[key] = 1.0
+        examples.append(Example(row["Conclusion"], row["Premise"], tuple(target.values()), "touche", where))
+    return examples
+
+
+def file_hashes(data_dir: Path, touche: bool = False) -> dict[str, str]:
     """SHA-256 of every data file training reads, keyed by path relative to ``data_dir``."""
     files = [*evaluator_files(data_dir), trustworthy_file(data_dir)]
+    if touche:
+        files += touche_files(data_dir, "training")
     return {str(f.relative_to(data_dir)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from guardrail._data import SPLIT_RULE, Example, file_hashes, load_evaluator, load_trustworthy
+from guardrail._data import SPLIT_RULE, Example, file_hashes, load_evaluator, load_touche, load_trustworthy
 from guardrail._model import PACKAGED_ENCODER, AdapterConfig, ModelConfig, write_json
 from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES
 
@@ -34,13 +34,13 @@ class TrainConfig(BaseModel):
     prompt_tokens: int = 64
     window_overlap: int = 64
     seed: int = 0
-    epochs: int = 100
+    epochs: int = 20
     lr: float = 3e-3
     weight_decay: float = 1e-3
     dropout: float = 0.1
     batch_size: int = 256
     opposed_weight: float = Field(
-        default=2.0, description="Loss weight of targets below -0.3 (rare, and what matters most)."
+        default=3.0, description="Loss weight of targets below -0.3 (rare, and what matters most)."
     )
     adapter_rank: int = Field(
         default=16, ge=0, description="LoRA rank for fine-tuning the encoder (0: frozen encoder, head only)."
@@ -48,9 +48,22 @@ class TrainConfig(BaseModel):
     adapter_alpha: float = 32.0
     adapter_targets: list[str] = Field(default=["query", "key", "value", "dense"])
     finetune_epochs: int = 3
-    finetune_lr: float = 5e-4
-    finetune_head_lr: float = 2e-4
+    finetune_lr: float = 1e-3
+    finetune_head_lr: float = 1e-3
     finetune_batch_size: int = 16
+    prompt_dropout: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Share of fine-tuning examples shown without their prompt, so the response itself is judged.",
+    )
+    touche: bool = Field(default=True, description="Add Touché23 training arguments as extra signal.")
+    touche_weight: float = Field(default=0.5, description="Loss weight of Touché23 examples.")
+    benign_weight: float = Field(
+        default=3.0,
+        description="Loss weight of answers to everyday prompts (FULCRA safety_issues empty): rare next to "
+        "refusals, they teach that helpful instructions are not harmful compliance.",
+    )
     clean_pass_rate: float = Field(
         default=0.98, description="Share of clean training answers the calibrated floors must pass."
     )
@@ -84,7 +97,19 @@ def _fit_head(features: Any, targets: Any, weights: Any, cfg: TrainConfig) -> An
     return head.eval()
 
 
-def _finetune(scorer: Any, examples: list[Example], head: Any, cfg: TrainConfig, progress: Progress) -> Any:
+def _loss_weights(examples: list[Example], targets: Any, cfg: TrainConfig) -> Any:
+    """Per-example, per-value loss weights: rare "opposes" targets up, by source as configured."""
+    import torch
+
+    row = torch.tensor(
+        [cfg.touche_weight if e.source == "touche" else cfg.benign_weight if e.benign_prompt else 1.0 for e in examples]
+    ).unsqueeze(1)
+    return torch.where(targets < -NO_CONNECTION, cfg.opposed_weight, 1.0) * row
+
+
+def _finetune(
+    scorer: Any, examples: list[Example], targets: Any, weights: Any, head: Any, cfg: TrainConfig, progress: Progress
+) -> Any:
     """Second stage: LoRA over the encoder and the head, trained jointly (LP-FT).
 
     The head starts from the frozen-encoder fit, so fine-tuning refines features the head already
@@ -102,8 +127,9 @@ def _finetune(scorer: Any, examples: list[Example], head: Any, cfg: TrainConfig,
                    target_modules=cfg.adapter_targets),
     )  # fmt: skip
     windows = scorer.first_windows([(e.prompt, e.response) for e in examples])
-    targets = torch.tensor([e.target for e in examples], dtype=torch.float32)
-    weights = torch.where(targets < -NO_CONNECTION, cfg.opposed_weight, 1.0)
+    # Harmful answers in the data mostly follow harmful prompts; seeing answers alone too keeps the
+    # model from reading the prompt instead of the answer (a benign question, a hateful reply).
+    bare = scorer.first_windows([(None, e.response) for e in examples])
     adapter_params = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
         [{"params": adapter_params, "lr": cfg.finetune_lr},
@@ -130,7 +156,8 @@ def _finetune(scorer: Any, examples: list[Example], head: Any, cfg: TrainConfig,
             batches += [bucket[i : i + size] for i in range(0, len(bucket), size)]
         for b in torch.randperm(len(batches), generator=generator).tolist():
             idx = batches[b]
-            batch = scorer.collate([windows[i] for i in idx])
+            drop = torch.rand(len(idx), generator=generator) < cfg.prompt_dropout
+            batch = scorer.collate([bare[i] if d else windows[i] for i, d in zip(idx, drop.tolist())])
             pred = head(pool(encoder, batch, cfg.layers))
             t, w = targets[idx].to(pred.device), weights[idx].to(pred.device)
             loss = ((pred - t) ** 2 * w).mean()
@@ -183,8 +210,9 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     torch.manual_seed(cfg.seed)
     evaluator = [e for e in load_evaluator(data_dir) if not e.test][: cfg.limit]
     trustworthy = [e for e in load_trustworthy(data_dir) if not e.test][: cfg.limit]
-    examples: list[Example] = evaluator + trustworthy
-    progress(f"training on {len(evaluator)} evaluator + {len(trustworthy)} trustworthy examples")
+    touche = load_touche(data_dir)[: cfg.limit] if cfg.touche else []
+    examples: list[Example] = evaluator + trustworthy + touche
+    progress(f"training on {len(evaluator)} evaluator + {len(trustworthy)} trustworthy + {len(touche)} Touché23")
 
     model_cfg = ModelConfig(
         model_id=cfg.model_id, encoder=cfg.encoder, layers=cfg.layers, hidden=cfg.hidden,
@@ -198,13 +226,13 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     progress(f"encoded {len(items)} examples in {time.perf_counter() - started:.0f}s")
 
     targets = torch.tensor([e.target for e in examples], dtype=torch.float32)
-    weights = torch.where(targets < -NO_CONNECTION, cfg.opposed_weight, 1.0)
+    weights = _loss_weights(examples, targets, cfg)
     head = _fit_head(features, targets, weights, cfg)
     adapter = None
     if cfg.adapter_rank:
         from peft import get_peft_model_state_dict
 
-        wrapped = _finetune(scorer, examples, head, cfg, progress)
+        wrapped = _finetune(scorer, examples, targets, weights, head, cfg, progress)
         adapter = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(wrapped).items()}
         scorer._encoder = wrapped.merge_and_unload()
     scorer.replace_head(head)
@@ -231,8 +259,8 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
         "architecture": (f"LoRA rank {cfg.adapter_rank} on {cfg.adapter_targets}" if cfg.adapter_rank
                          else "frozen encoder") + f", mean-pooled hidden layers {cfg.layers}, "
         f"MLP head ({cfg.hidden} hidden, GELU), tanh; trained head first, then jointly (LP-FT)",
-        "data": {"files": file_hashes(data_dir), "train_examples": {
-            "evaluator_scores": len(evaluator), "trustworthy": len(trustworthy)}},
+        "data": {"files": file_hashes(data_dir, touche=cfg.touche), "train_examples": {
+            "evaluator_scores": len(evaluator), "trustworthy": len(trustworthy), "touche23": len(touche)}},
         "split_rule": SPLIT_RULE + "  (test rows are never trained on)",
         "hyperparameters": cfg.model_dump(mode="json"),
         "calibration": {

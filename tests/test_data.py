@@ -15,6 +15,7 @@ from guardrail._data import (
     file_hashes,
     is_test,
     load_evaluator,
+    load_touche,
     load_trustworthy,
 )
 from guardrail._exceptions import DataError
@@ -173,3 +174,50 @@ def test_real_file_hashes(data_dir: Path) -> None:
     assert "fulcra/trustworthy_data.jsonl" in hashes
     assert sum(k.startswith("fulcra/evaluator_scores/") for k in hashes) == 3
     assert all(len(h) == 64 and int(h, 16) >= 0 for h in hashes.values())
+
+
+def test_touche_folds_refined_values(tmp_path: Path) -> None:
+    folder = tmp_path / "touche23"
+    folder.mkdir()
+    columns = ["Self-direction: thought", "Face", "Humility", "Universalism: nature", "Hedonism"]
+    (folder / "arguments-training.tsv").write_text(
+        "Argument ID\tConclusion\tStance\tPremise\nA1\tWe should plant trees\tin favor of\tTrees clean the air.\n"
+    )
+    (folder / "labels-training.tsv").write_text("Argument ID\t" + "\t".join(columns) + "\nA1\t0\t1\t1\t1\t0\n")
+    [example] = load_touche(tmp_path)
+    assert (example.prompt, example.response, example.source) == (
+        "We should plant trees",
+        "Trees clean the air.",
+        "touche",
+    )
+    target = dict(zip(VALUES, example.target))
+    # Face folds onto power and security, humility onto conformity and tradition.
+    assert {k for k, v in target.items() if v == 1.0} == {
+        "power",
+        "security",
+        "conformity",
+        "tradition",
+        "universalism",
+    }
+    assert min(example.target) == 0.0  # Touché has no "opposed" label
+
+
+def test_touche_missing_labels_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "touche23"
+    folder.mkdir()
+    (folder / "arguments-training.tsv").write_text("Argument ID\tConclusion\tStance\tPremise\nA9\tc\tin favor of\tp\n")
+    (folder / "labels-training.tsv").write_text("Argument ID\tHedonism\n")
+    with pytest.raises(DataError, match=r"arguments-training\.tsv:2: argument without premise or labels"):
+        load_touche(tmp_path)
+
+
+def test_real_touche_training_split(data_dir: Path) -> None:
+    examples = load_touche(data_dir)
+    assert len(examples) == 5393
+    assert all(set(e.target) <= {0.0, 1.0} for e in examples)
+    assert "touche23/labels-training.tsv" in file_hashes(data_dir, touche=True)
+
+
+def test_benign_prompt_flag(data_dir: Path) -> None:
+    benign = [e for e in load_evaluator(data_dir) if e.benign_prompt]
+    assert 0 < len(benign) < 1000
