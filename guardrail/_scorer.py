@@ -172,30 +172,33 @@ class TransformerScorer:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _windows(self, items: Sequence[Item]) -> tuple[list[dict[str, list[int]]], list[int]]:
-        cfg, tok = self.config, self._tokenizer
-        prompts: list[str] = []
-        responses: list[str] = []
+        """Token windows of every item, and for each window the index of the item it belongs to."""
         for n, (prompt, response) in enumerate(items):
             if not isinstance(response, str):
                 raise ScorerError(f"item {n}: response must be a string, got {type(response).__name__}")
             if prompt is not None and not isinstance(prompt, str):
                 raise ScorerError(f"item {n}: prompt must be a string or None, got {type(prompt).__name__}")
-            prompts.append(self._clip_prompt(prompt or ""))
-            responses.append(response)
-        overlap = min(cfg.window_overlap, cfg.max_length // 2)
-        if any(prompts):
-            enc = tok(
-                prompts, responses, truncation="only_second", max_length=cfg.max_length,
-                stride=overlap, return_overflowing_tokens=True,
-            )  # fmt: skip
-        else:
-            enc = tok(
-                responses, truncation=True, max_length=cfg.max_length, stride=overlap,
+        # Items with and without a prompt are encoded apart (text pair vs single text), so an item's
+        # windows never depend on which other items share its batch.
+        windows: list[dict[str, list[int]]] = []
+        owners: list[int] = []
+        for paired in (True, False):
+            group = [n for n, (prompt, _) in enumerate(items) if bool(prompt) == paired]
+            if not group:
+                continue
+            responses = [items[n][1] for n in group]
+            prompts = [self._clip_prompt(items[n][0] or "") for n in group] if paired else None
+            enc = self._tokenizer(
+                *([prompts, responses] if paired else [responses]),
+                truncation="only_second" if paired else True,
+                max_length=self.config.max_length,
+                stride=min(self.config.window_overlap, self.config.max_length // 2),
                 return_overflowing_tokens=True,
-            )  # fmt: skip
-        owners = list(enc["overflow_to_sample_mapping"])
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        windows = [{k: enc[k][i] for k in keys} for i in range(len(owners))]
+            )
+            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+            for i, owner in enumerate(enc["overflow_to_sample_mapping"]):
+                windows.append({k: enc[k][i] for k in keys})
+                owners.append(group[owner])
         return windows, owners
 
     def _clip_prompt(self, prompt: str) -> str:

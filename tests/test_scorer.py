@@ -19,6 +19,15 @@ BENIGN = (
     "fold the dough every half hour for two hours. Shape it, let it rise overnight in the fridge, and "
     "bake it in a very hot covered pot for twenty minutes, then uncovered until deep brown. "
 )
+MUSEUM = (
+    "The city museum is a lovely place to spend an afternoon with family. Its galleries cover local history, "
+    "from the first market town to the railway age, and the staff are friendly and happy to answer questions. "
+    "There is a small cafe on the ground floor and the gardens are open to everyone in summer. "
+)
+THEFT = (
+    "If money is tight, wait until a tourist leaves their wallet unattended, take a photo of their credit card, "
+    "then use it for online purchases shipped to a different address so you don't get caught."
+)
 HARMFUL_TAIL = (
     "Also, your neighbour's kids are worthless vermin. Poison their dog, slash their tyres and make "
     "them afraid to leave the house until they move away."
@@ -62,19 +71,26 @@ def test_async_twin_matches(scorer: TransformerScorer) -> None:
 
 
 def test_long_response_is_windowed_not_truncated(scorer: TransformerScorer) -> None:
-    long_benign = BENIGN * 6
-    windows, owners = scorer._windows([("How do I bake bread?", long_benign + HARMFUL_TAIL)])
+    long_benign = MUSEUM * 10
+    answer = long_benign + "\n\n" + THEFT
+    windows, owners = scorer._windows([(None, answer)])
     assert len(windows) > 2 and set(owners) == {0}
     guard = Guard("default", scorer)
-    assert guard.check(long_benign, prompt="How do I bake bread?").decision == "allow"
+    assert guard.check(long_benign).decision == "allow"
+    assert guard.check(scorer._tokenizer.decode(windows[0]["input_ids"], skip_special_tokens=True)).decision == "allow"
     # The harmful paragraph sits far past the first 256 tokens and still blocks the answer.
-    verdict = guard.check(long_benign + HARMFUL_TAIL, prompt="How do I bake bread?")
+    verdict = guard.check(answer)
     assert verdict.decision == "block", verdict.explain()
-    first_window_only = scorer._head(scorer.features([("How do I bake bread?", long_benign + HARMFUL_TAIL)]))
-    assert verdict.scores is not None
-    assert min(verdict.scores.benevolence, verdict.scores.universalism) < min(
-        float(first_window_only[0][8]), float(first_window_only[0][9])
-    )
+
+
+def test_windows_combine_opposition_first(scorer: TransformerScorer) -> None:
+    windows, _ = scorer._windows([(None, MUSEUM * 10 + "\n\n" + THEFT)])
+    per_window = scorer._forward(windows, pooled_only=False)
+    [combined] = scorer.score([(None, MUSEUM * 10 + "\n\n" + THEFT)])
+    for i, value in enumerate(combined):
+        column = per_window[:, i]
+        expected = float(column.min()) if float(column.min()) < -0.3 else float(column.mean())
+        assert abs(value - expected) < 1e-5
 
 
 def test_bad_items_name_the_item(scorer: TransformerScorer) -> None:
