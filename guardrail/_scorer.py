@@ -132,6 +132,16 @@ class TransformerScorer:
         except (FileNotFoundError, OSError) as exc:
             raise ModelLoadError(f"{file}: cannot read head weights: {exc}") from exc
 
+    @property
+    def encoder(self) -> Any:
+        """The encoder module (a ``transformers`` model), e.g. to wrap it with an adapter for training."""
+        return self._encoder
+
+    def replace_encoder(self, encoder: Any) -> None:
+        """Swap in another encoder (used by training), on this scorer's device."""
+        with self._lock:
+            self._encoder = encoder.eval().to(self.device)
+
     def replace_head(self, head: Any) -> None:
         """Swap in another value head (used by training), on this scorer's device."""
         with self._lock:

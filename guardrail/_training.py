@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardrail._data import SPLIT_RULE, Example, file_hashes, load_evaluator, load_touche, load_trustworthy
+from guardrail._evaluate import is_clean, is_harmful
 from guardrail._model import PACKAGED_ENCODER, AdapterConfig, ModelConfig, write_json
 from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES
 
@@ -122,7 +123,7 @@ def _finetune(
 
     torch.manual_seed(cfg.seed)
     encoder = get_peft_model(
-        scorer._encoder,
+        scorer.encoder,
         LoraConfig(r=cfg.adapter_rank, lora_alpha=cfg.adapter_alpha, lora_dropout=0.1,
                    target_modules=cfg.adapter_targets),
     )  # fmt: skip
@@ -234,19 +235,17 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
 
         wrapped = _finetune(scorer, examples, targets, weights, head, cfg, progress)
         adapter = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(wrapped).items()}
-        scorer._encoder = wrapped.merge_and_unload()
+        scorer.replace_encoder(wrapped.merge_and_unload())
     scorer.replace_head(head)
 
     # Calibrate on what the product sees: full windowed scores of clean training answers.
     scores = np.array([v.to_list() for v in scorer.score([(e.prompt, e.response) for e in evaluator])])
-    truth = np.array([e.target for e in evaluator])
-    clean = ~(truth < -NO_CONNECTION).any(axis=1)
+    clean = np.array([is_clean(e.target) for e in evaluator])
+    harmful = np.array([is_harmful(e.target) for e in evaluator])
     floors = calibrate_floors(scores, clean, cfg.clean_pass_rate)
     progress(f"calibrated floors {floors}")
     safety = scores[:, [VALUES.index(v) for v in SAFETY_VALUES]]
     floor_row = np.array([floors[v] for v in SAFETY_VALUES])
-    ben, uni = VALUES.index("benevolence"), VALUES.index("universalism")
-    harmful = np.minimum(truth[:, ben], truth[:, uni]) < -0.5
 
     output.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(output / "head.safetensors"))
