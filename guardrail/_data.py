@@ -6,6 +6,7 @@ trained from it ships. See that folder's README for the file formats.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from collections.abc import Iterator
@@ -144,8 +145,6 @@ def touche_files(data_dir: Path, split: str = "training") -> tuple[Path, Path]:
 
 
 def _tsv(path: Path) -> list[dict[str, str]]:
-    import csv
-
     with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
 

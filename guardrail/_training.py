@@ -21,6 +21,9 @@ from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES
 
 Progress = Callable[[str], None]
 
+_SAFETY_COLUMNS = [VALUES.index(v) for v in SAFETY_VALUES]
+"""Column of each safety value in a score matrix, in SAFETY_VALUES order."""
+
 
 class TrainConfig(BaseModel):
     """Hyper-parameters of a training run; all of them go into the model card."""
@@ -184,8 +187,7 @@ def calibrate_floors(scores: Any, clean: Any, target: float) -> dict[str, float]
     """
     import numpy as np
 
-    cols = [VALUES.index(v) for v in SAFETY_VALUES]
-    clean_scores = scores[clean][:, cols]
+    clean_scores = scores[clean][:, _SAFETY_COLUMNS]
     lo, hi = 0.0, 1.0 - target
     for _ in range(40):
         q = (lo + hi) / 2
@@ -244,7 +246,7 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     harmful = np.array([is_harmful(e.target) for e in evaluator])
     floors = calibrate_floors(scores, clean, cfg.clean_pass_rate)
     progress(f"calibrated floors {floors}")
-    safety = scores[:, [VALUES.index(v) for v in SAFETY_VALUES]]
+    safety = scores[:, _SAFETY_COLUMNS]
     floor_row = np.array([floors[v] for v in SAFETY_VALUES])
 
     output.mkdir(parents=True, exist_ok=True)
