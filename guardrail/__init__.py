@@ -33,12 +33,14 @@ from guardrail._exceptions import (
     ScorerError,
     ScoringTimeout,
 )
-from guardrail._guard import Guard
+from guardrail._guard import POLICY_ENV, AsyncReask, Guard, Reask
 from guardrail._loader import load_policy, policy_schema
-from guardrail._policy import Action, Distance, Policy, Range, Region, Threshold
+from guardrail._policy import Action, Distance, Policy, Range, Region, Streaming, Threshold
+from guardrail._policyset import PolicySet
+from guardrail._streaming import AsyncGuardedStream, GuardedStream
 from guardrail._types import Item, Scorer
 from guardrail._values import DEFINITIONS, GROUPS, SAFETY_VALUES, VALUES, ValueVector, label_for
-from guardrail._verdict import Decision, Verdict, Violation
+from guardrail._verdict import Decision, Rewrite, Verdict, Violation
 
 if TYPE_CHECKING:
     from guardrail._scorer import TransformerScorer
@@ -56,14 +58,18 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFINITIONS",
     "GROUPS",
+    "POLICY_ENV",
     "SAFETY_VALUES",
     "VALUES",
     "Action",
+    "AsyncGuardedStream",
+    "AsyncReask",
     "DataError",
     "Decision",
     "Distance",
     "Engine",
     "Guard",
+    "GuardedStream",
     "GuardrailError",
     "GuardrailViolation",
     "Issue",
@@ -72,13 +78,17 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicyNotFoundError",
+    "PolicySet",
     "PolicySyntaxError",
     "PolicyValidationError",
     "Range",
+    "Reask",
     "Region",
+    "Rewrite",
     "Scorer",
     "ScorerError",
     "ScoringTimeout",
+    "Streaming",
     "Threshold",
     "TransformerScorer",
     "ValueVector",

@@ -228,6 +228,10 @@ def train(
     adapter_rank: Annotated[int | None, typer.Option(min=0, help="LoRA rank (0: frozen encoder).")] = None,
     finetune_epochs: Annotated[int | None, typer.Option(min=1, help="LoRA fine-tuning epochs.")] = None,
     finetune_lr: Annotated[float | None, typer.Option(help="Adapter learning rate.")] = None,
+    touche: Annotated[bool | None, typer.Option("--touche/--no-touche", help="Add Touché23 arguments.")] = None,
+    written: Annotated[
+        bool | None, typer.Option("--written/--no-written", help="Add the project's own labelled examples.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=8, help="Only the first N examples per source (smoke runs).")] = None,
     skip_eval: Annotated[bool, typer.Option(help="Do not score the test split for the card.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N.")] = None,
@@ -246,7 +250,7 @@ def train(
     given = {
         "seed": seed, "epochs": epochs, "lr": lr, "hidden": hidden, "encoder": encoder, "device": device,
         "adapter_rank": adapter_rank, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
-        "limit": limit,
+        "limit": limit, "touche": touche, "written": written,
     }  # fmt: skip
     try:
         cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None}, evaluate=not skip_eval)

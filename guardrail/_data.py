@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from guardrail._values import VALUES
 SPLIT_RULE = 'test = int(sha1(prompt.strip().lower().encode("utf-8")).hexdigest(), 16) % 5 == 0'
 """The fixed held-out split (from the data README); rows whose prompt is in it are never trained on."""
 
-Source = Literal["evaluator", "trustworthy", "touche"]
+Source = Literal["evaluator", "trustworthy", "touche", "written"]
 
 
 def is_test(prompt: str) -> bool:
@@ -30,9 +31,12 @@ def is_test(prompt: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One labelled (prompt, response) pair; ``target`` has ten scores in [-1, 1]."""
+    """One labelled (prompt, response) pair; ``target`` has ten scores in [-1, 1].
 
-    prompt: str
+    A NaN score means "not labelled": training masks it out of the loss.
+    """
+
+    prompt: str | None
     response: str
     target: tuple[float, ...]
     source: Source
@@ -43,8 +47,8 @@ class Example:
 
     @property
     def test(self) -> bool:
-        """Whether the example is in the fixed test split."""
-        return is_test(self.prompt)
+        """Whether the example is in the fixed test split (answers without a prompt never are)."""
+        return self.prompt is not None and is_test(self.prompt)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -175,9 +179,52 @@ def load_touche(data_dir: Path, split: str = "training") -> list[Example]:
     return examples
 
 
-def file_hashes(data_dir: Path, touche: bool = False) -> dict[str, str]:
-    """SHA-256 of every data file training reads, keyed by path relative to ``data_dir``."""
+WRITTEN_DIR = Path(__file__).parent / "data"
+"""Examples written by the project (not FULCRA): everyday answers and casual harm, see its README."""
+
+
+def written_files() -> list[Path]:
+    """The project's own labelled example files, sorted."""
+    return sorted(WRITTEN_DIR.glob("written_*.jsonl"))
+
+
+def load_written(files: list[Path] | None = None) -> list[Example]:
+    """Examples we wrote ourselves, labelled on the values they clearly touch (others NaN).
+
+    Lines: ``{"prompt": str|null, "response": str, "labels": {value: score}, "kind": str}``.
+    """
+    examples = []
+    for path in written_files() if files is None else files:
+        for number, row in _lines(path):
+            where = f"{path.name}:{number}"
+            response, labels = row.get("response"), row.get("labels")
+            prompt = row.get("prompt")
+            if not isinstance(response, str) or not response.strip():
+                raise DataError(f"{where}: 'response' must be a non-empty string")
+            if prompt is not None and not isinstance(prompt, str):
+                raise DataError(f"{where}: 'prompt' must be a string or null")
+            if not isinstance(labels, dict) or not labels:
+                raise DataError(f"{where}: 'labels' must map value names to scores")
+            unknown = sorted(set(labels) - set(VALUES))
+            if unknown:
+                raise DataError(f"{where}: unknown value {unknown[0]!r} in labels (allowed: {', '.join(VALUES)})")
+            bad = [k for k, x in labels.items() if not isinstance(x, int | float) or not -1 <= x <= 1]
+            if bad:
+                raise DataError(f"{where}: label {bad[0]!r} must be a number in [-1, 1]")
+            target = tuple(float(labels[v]) if v in labels else math.nan for v in VALUES)
+            examples.append(Example(prompt, response, target, "written", where))
+    return examples
+
+
+def file_hashes(data_dir: Path, touche: bool = False, written: bool = False) -> dict[str, str]:
+    """SHA-256 of every data file training reads, keyed by path relative to ``data_dir``.
+
+    The project's own files are keyed ``guardrail/data/<name>``.
+    """
     files = [*evaluator_files(data_dir), trustworthy_file(data_dir)]
     if touche:
         files += touche_files(data_dir, "training")
-    return {str(f.relative_to(data_dir)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    hashes = {str(f.relative_to(data_dir)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    if written:
+        hashes |= {f"guardrail/data/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest() for f in written_files()}
+    return hashes

@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from os import PathLike
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
 
 from guardrail._engine import Engine
 from guardrail._loader import load_policy
 from guardrail._policy import Policy
+from guardrail._rewrite import Result, Strategy, reask, redact
+from guardrail._streaming import AsyncGuardedStream, GuardedStream
 from guardrail._telemetry import CheckTelemetry, capture_from_env
 from guardrail._types import Item, Scorer
 from guardrail._values import ValueVector
-from guardrail._verdict import Verdict
+from guardrail._verdict import Rewrite, Verdict
 
 PolicySource = str | PathLike[str] | Policy
+C = TypeVar("C")
+
+POLICY_ENV = "GUARDRAIL_POLICY"
+"""Environment variable naming the process-wide default policy (a shipped name or a path)."""
+
+Reask = Callable[[str, str], str]
+"""Ask the model again: ``(previous answer, feedback) -> revised answer`` (supplied by integrations)."""
+AsyncReask = Callable[[str, str], Awaitable[str]]
+
+
+def default_policy() -> str:
+    """The policy a ``Guard()`` without one uses: ``$GUARDRAIL_POLICY``, else ``default``."""
+    return os.environ.get(POLICY_ENV) or "default"
 
 
 def _check_text(name: str, value: object, optional: bool = False) -> None:
@@ -36,7 +52,7 @@ class Guard:
 
     Args:
         policy: A shipped policy name (``"default"``, ``"strict"``...), a YAML path, or a
-            :class:`Policy`.
+            :class:`Policy`; default: ``$GUARDRAIL_POLICY``, else ``"default"``.
         scorer: Any :class:`Scorer`; default: the shipped :class:`TransformerScorer`.
         tracer_provider: OpenTelemetry provider for ``guardrail.check`` spans (default: global).
         capture_content: Record prompt and response text on spans; default: the
@@ -51,13 +67,13 @@ class Guard:
 
     def __init__(
         self,
-        policy: PolicySource = "default",
+        policy: PolicySource | None = None,
         scorer: Scorer | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
         capture_content: bool | None = None,
     ) -> None:
-        self.policy = load_policy(policy)
+        self.policy = load_policy(default_policy() if policy is None else policy)
         self.engine = Engine(self.policy)
         if scorer is None:
             from guardrail._scorer import TransformerScorer
@@ -113,7 +129,129 @@ class Guard:
             vectors, error = None, self._describe(exc)
         return self._finish(items, vectors, error, start, metadata)
 
+    def enforce(
+        self,
+        response: str,
+        prompt: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        reask: Reask | None = None,
+    ) -> Verdict:
+        """Check one response and carry out the decision; ``verdict.output`` is what to deliver.
+
+        ``allow``/``log`` deliver the response, ``block`` the policy's message, ``rewrite`` runs the
+        action's strategy (``reask`` calls ``reask(previous, feedback)``; without it a reask falls
+        back) and ``verdict.rewrite`` records how it went.
+
+        Example:
+            >>> verdict = guard.enforce(answer, prompt=question)  # doctest: +SKIP
+            >>> send(verdict.output)  # doctest: +SKIP
+        """
+        verdict = self.check(response, prompt, metadata)
+        strategy = self._strategy(verdict, response, can_ask=reask is not None)
+        if strategy is None:
+            return self._deliver(verdict, response)
+        reply: object = None
+        while True:
+            try:
+                request = strategy.send(reply)
+            except StopIteration as stop:
+                return self._rewritten(verdict, response, stop.value)
+            try:
+                if request[0] == "check":
+                    reply = self.check_many(request[1], [prompt] * len(request[1]), metadata)
+                else:
+                    assert reask is not None
+                    reply = reask(request[1], request[2])
+                    _check_text("reask() result", reply)
+            except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
+                return self._fallback(verdict, response, _failed(exc))
+
+    async def aenforce(
+        self,
+        response: str,
+        prompt: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        reask: AsyncReask | None = None,
+    ) -> Verdict:
+        """Async twin of :meth:`enforce`; ``reask`` is awaited."""
+        verdict = await self.acheck(response, prompt, metadata)
+        strategy = self._strategy(verdict, response, can_ask=reask is not None)
+        if strategy is None:
+            return self._deliver(verdict, response)
+        reply: object = None
+        while True:
+            try:
+                request = strategy.send(reply)
+            except StopIteration as stop:
+                return self._rewritten(verdict, response, stop.value)
+            try:
+                if request[0] == "check":
+                    reply = await self.acheck_many(request[1], [prompt] * len(request[1]), metadata)
+                else:
+                    assert reask is not None
+                    reply = await reask(request[1], request[2])
+                    _check_text("reask() result", reply)
+            except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
+                return self._fallback(verdict, response, _failed(exc))
+
+    def stream(
+        self,
+        chunks: Iterable[C],
+        prompt: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        text: Callable[[C], str | None] = str,  # type: ignore[assignment]
+        rebuild: Callable[[C, str], C] = lambda chunk, text: text,  # type: ignore[assignment,return-value]
+    ) -> GuardedStream[C]:
+        """Guard a streamed answer; iterate the result instead of ``chunks``.
+
+        ``text(chunk)`` reads a chunk's text and ``rebuild(chunk, text)`` makes a chunk carrying
+        released text (defaults: chunks are strings). Settings: the policy's ``streaming`` block.
+        After iteration, ``stream.verdict`` holds the verdict.
+        """
+        return GuardedStream(self, chunks, prompt, metadata, text=text, rebuild=rebuild)
+
+    def astream(
+        self,
+        chunks: AsyncIterable[C],
+        prompt: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        text: Callable[[C], str | None] = str,  # type: ignore[assignment]
+        rebuild: Callable[[C, str], C] = lambda chunk, text: text,  # type: ignore[assignment,return-value]
+    ) -> AsyncGuardedStream[C]:
+        """Async twin of :meth:`stream`."""
+        return AsyncGuardedStream(self, chunks, prompt, metadata, text=text, rebuild=rebuild)
+
     # -- shared, I/O-free ---------------------------------------------------------------
+
+    def _strategy(self, verdict: Verdict, response: str, *, can_ask: bool) -> Strategy | None:
+        if verdict.decision != "rewrite" or verdict.action is None:
+            return None
+        if verdict.action.strategy == "redact":
+            return redact(response, verdict.action)
+        return reask(response, verdict, verdict.action, can_ask)
+
+    @staticmethod
+    def _deliver(verdict: Verdict, response: str) -> Verdict:
+        return replace(verdict, output=verdict.message if verdict.decision == "block" else response)
+
+    def _rewritten(self, verdict: Verdict, response: str, result: Result) -> Verdict:
+        if not result.accepted:
+            return self._fallback(verdict, response, result)
+        assert verdict.action is not None and verdict.action.strategy is not None
+        record = Rewrite(verdict.action.strategy, result.attempts, True, "rewrite", None, result.reason)
+        return replace(verdict, output=result.text, rewrite=record)
+
+    def _fallback(self, verdict: Verdict, response: str, result: Result) -> Verdict:
+        assert verdict.action is not None and verdict.action.strategy is not None
+        name = verdict.action.fallback
+        action = self.policy.action(name)
+        record = Rewrite(verdict.action.strategy, result.attempts, False, action.type, name, result.reason)
+        output = action.message or "" if action.type == "block" else response
+        return replace(verdict, output=output, rewrite=record)
 
     @staticmethod
     def _items(responses: Sequence[str], prompts: Sequence[str | None] | None) -> list[Item]:
@@ -181,6 +319,10 @@ class Guard:
     @property
     def _device(self) -> str:
         return str(getattr(self.scorer, "device", "unknown"))
+
+
+def _failed(exc: Exception) -> Result:
+    return Result(False, None, 0, None, f"re-ask failed: {type(exc).__name__}: {exc}")
 
 
 def _with_metadata(verdict: Verdict, metadata: Mapping[str, Any]) -> Verdict:

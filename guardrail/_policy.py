@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from guardrail._values import VALUES
 
 ActionType = Literal["allow", "log", "block", "rewrite"]
+RewriteStrategy = Literal["reask", "redact"]
 Severity = Literal["low", "medium", "high", "critical"]
 Metric = Literal["l1", "l2", "cosine"]
 
@@ -158,22 +159,56 @@ class Region(_Model):
 
 
 class Action(_Model):
-    """What a violation does. ``message`` is used by block; ``strategy`` and ``params`` by rewrite."""
+    """What a violation does.
+
+    ``message`` is used by block. A rewrite names a ``strategy``:
+
+    - ``reask``: ask the same model again, telling it which values its answer opposed and by how
+      much; accept the first revision that passes, at most ``max_attempts`` tries.
+    - ``redact``: drop the sentences that violate and keep the rest, if at least ``min_keep`` of
+      the text is left and what is left passes.
+
+    When a rewrite fails, the ``fallback`` action applies (default ``block``).
+
+    Example:
+        >>> Action(type="rewrite", strategy="reask", max_attempts=2, fallback="block").strategy
+        'reask'
+    """
 
     type: ActionType = Field(description="allow, log, block or rewrite.")
     message: str | None = Field(default=None, description="Text returned instead of the response (block).")
-    strategy: str | None = Field(default=None, description="Rewrite strategy name (rewrite).")
+    strategy: RewriteStrategy | None = Field(default=None, description="Rewrite strategy: reask or redact.")
+    max_attempts: int = Field(default=2, ge=1, le=10, description="reask: revisions to try before falling back.")
+    min_keep: float = Field(
+        default=0.5, ge=0, le=1, description="redact: least share of the answer's characters that must remain."
+    )
+    fallback: str = Field(default="block", description="rewrite: action applied when the rewrite fails.")
     params: dict[str, Any] = Field(default_factory=dict, description="Extra parameters for the action.")
 
     @model_validator(mode="after")
     def _fields_fit_type(self) -> Action:
         if self.type == "rewrite" and not self.strategy:
-            raise ValueError("a rewrite action needs a strategy")
+            raise ValueError("a rewrite action needs a strategy (reask or redact)")
         if self.type != "rewrite" and self.strategy is not None:
             raise ValueError(f"strategy only applies to rewrite, not {self.type}")
         if self.type != "block" and self.type != "rewrite" and self.message is not None:
             raise ValueError(f"message only applies to block or rewrite, not {self.type}")
         return self
+
+
+class Streaming(_Model):
+    """How a streamed answer is guarded (NeMo Guardrails' meanings).
+
+    Text is held back and scored ``chunk_size`` characters at a time, each window carrying the
+    last ``context_size`` characters already scored. With ``stream_first: false`` (the default)
+    nothing reaches the caller before it has passed, so a blocked answer delivers no text; with
+    ``true`` chunks pass through first and the stream is cut with the policy's message as soon as a
+    window violates.
+    """
+
+    chunk_size: int = Field(default=200, ge=1, description="Characters scored at a time.")
+    context_size: int = Field(default=50, ge=0, description="Characters of overlap carried into the next window.")
+    stream_first: bool = Field(default=False, description="Pass chunks through before they are scored.")
 
 
 BUILTIN_ACTIONS: Mapping[str, Action] = {
@@ -210,6 +245,7 @@ class Policy(_Model):
         default=None, description="Action used when on_error is block (default: the block action)."
     )
     timeout_ms: float | None = Field(default=None, gt=0, description="Scoring time limit.")
+    streaming: Streaming = Field(default_factory=Streaming, description="How streamed answers are guarded.")
 
     @field_validator("thresholds")
     @classmethod
@@ -230,9 +266,13 @@ class Policy(_Model):
         named += [(f"regions.{k}", r.action) for k, r in self.regions.items()]
         if self.error_action is not None:
             named.append(("error_action", self.error_action))
+        named += [(f"actions.{k}.fallback", a.fallback) for k, a in self.actions.items() if a.type == "rewrite"]
         for where, action in named:
             if action not in known:
                 raise ValueError(f"{where}: unknown action {action!r}; defined: {', '.join(sorted(known))}")
+        for name, spec in self.actions.items():
+            if spec.type == "rewrite" and known[spec.fallback].type == "rewrite":
+                raise ValueError(f"actions.{name}.fallback: {spec.fallback!r} is a rewrite; a fallback must not be")
         return self
 
     def action(self, name: str) -> Action:
@@ -250,13 +290,16 @@ def merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
 
     ``thresholds``, ``regions`` and ``actions`` merge entry by entry, so a child adds or replaces
     one entry and keeps the rest; an entry set to ``null`` removes the inherited one. A threshold
-    merges field by field (a child can move one bound). Any other key is replaced whole.
+    merges field by field (a child can move one bound), and so does ``streaming``. Any other key is
+    replaced whole.
     ``extends`` is not inherited.
     """
     out: dict[str, Any] = {k: v for k, v in base.items() if k != "extends"}
     for key, value in child.items():
         inherited = out.get(key)
-        if key in _MERGED_SECTIONS and isinstance(value, Mapping) and isinstance(inherited, Mapping):
+        if key == "streaming" and isinstance(value, Mapping) and isinstance(inherited, Mapping):
+            out[key] = {**inherited, **value}
+        elif key in _MERGED_SECTIONS and isinstance(value, Mapping) and isinstance(inherited, Mapping):
             section = dict(inherited)
             for entry, spec in value.items():
                 if spec is None:

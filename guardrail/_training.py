@@ -14,7 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from guardrail._data import SPLIT_RULE, Example, file_hashes, load_evaluator, load_touche, load_trustworthy
+from guardrail._data import (
+    SPLIT_RULE,
+    Example,
+    file_hashes,
+    load_evaluator,
+    load_touche,
+    load_trustworthy,
+    load_written,
+)
 from guardrail._evaluate import is_clean, is_harmful
 from guardrail._model import PACKAGED_ENCODER, AdapterConfig, ModelConfig, write_json
 from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES
@@ -63,6 +71,12 @@ class TrainConfig(BaseModel):
     )
     touche: bool = Field(default=True, description="Add Touché23 training arguments as extra signal.")
     touche_weight: float = Field(default=0.5, description="Loss weight of Touché23 examples.")
+    written: bool = Field(
+        default=True,
+        description="Add the project's own labelled examples (guardrail/data/written_*.jsonl): everyday "
+        "instructions and casual harm, which FULCRA's refusal-heavy answers barely cover.",
+    )
+    written_weight: float = Field(default=3.0, description="Loss weight of the project's own examples.")
     benign_weight: float = Field(
         default=3.0,
         description="Loss weight of answers to everyday prompts (FULCRA safety_issues empty): rare next to "
@@ -105,10 +119,12 @@ def _loss_weights(examples: list[Example], targets: Any, cfg: TrainConfig) -> An
     """Per-example, per-value loss weights: rare "opposes" targets up, by source as configured."""
     import torch
 
+    by_source = {"touche": cfg.touche_weight, "written": cfg.written_weight}
     row = torch.tensor(
-        [cfg.touche_weight if e.source == "touche" else cfg.benign_weight if e.benign_prompt else 1.0 for e in examples]
+        [by_source.get(e.source, cfg.benign_weight if e.benign_prompt else 1.0) for e in examples]
     ).unsqueeze(1)
-    return torch.where(targets < -NO_CONNECTION, cfg.opposed_weight, 1.0) * row
+    weights = torch.where(targets < -NO_CONNECTION, cfg.opposed_weight, 1.0) * row
+    return torch.where(targets.isnan(), 0.0, weights)  # unlabelled values teach nothing
 
 
 def _finetune(
@@ -214,8 +230,10 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     evaluator = [e for e in load_evaluator(data_dir) if not e.test][: cfg.limit]
     trustworthy = [e for e in load_trustworthy(data_dir) if not e.test][: cfg.limit]
     touche = load_touche(data_dir)[: cfg.limit] if cfg.touche else []
-    examples: list[Example] = evaluator + trustworthy + touche
-    progress(f"training on {len(evaluator)} evaluator + {len(trustworthy)} trustworthy + {len(touche)} Touché23")
+    written = load_written()[: cfg.limit] if cfg.written else []
+    examples: list[Example] = evaluator + trustworthy + touche + written
+    progress(f"training on {len(evaluator)} evaluator + {len(trustworthy)} trustworthy + {len(touche)} Touché23 "
+             f"+ {len(written)} written")  # fmt: skip
 
     model_cfg = ModelConfig(
         model_id=cfg.model_id, encoder=cfg.encoder, layers=cfg.layers, hidden=cfg.hidden,
@@ -230,6 +248,7 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
 
     targets = torch.tensor([e.target for e in examples], dtype=torch.float32)
     weights = _loss_weights(examples, targets, cfg)
+    targets = targets.nan_to_num(0.0)  # masked by a zero weight
     head = _fit_head(features, targets, weights, cfg)
     adapter = None
     if cfg.adapter_rank:
@@ -260,8 +279,9 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
         "architecture": (f"LoRA rank {cfg.adapter_rank} on {cfg.adapter_targets}" if cfg.adapter_rank
                          else "frozen encoder") + f", mean-pooled hidden layers {cfg.layers}, "
         f"MLP head ({cfg.hidden} hidden, GELU), tanh; trained head first, then jointly (LP-FT)",
-        "data": {"files": file_hashes(data_dir, touche=cfg.touche), "train_examples": {
-            "evaluator_scores": len(evaluator), "trustworthy": len(trustworthy), "touche23": len(touche)}},
+        "data": {"files": file_hashes(data_dir, touche=cfg.touche, written=cfg.written), "train_examples": {
+            "evaluator_scores": len(evaluator), "trustworthy": len(trustworthy), "touche23": len(touche),
+            "written": len(written)}},
         "split_rule": SPLIT_RULE + "  (test rows are never trained on)",
         "hyperparameters": cfg.model_dump(mode="json"),
         "calibration": {

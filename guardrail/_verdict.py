@@ -47,6 +47,31 @@ class Violation:
 
 
 @dataclass(frozen=True, slots=True)
+class Rewrite:
+    """How a ``rewrite`` decision was carried out: strategy, tries, and what was delivered."""
+
+    strategy: str
+    attempts: int
+    accepted: bool
+    final_decision: Decision
+    """``rewrite`` when the rewritten answer was delivered, else the fallback action's type."""
+    fallback: str | None
+    """Name of the fallback action applied, ``None`` when the rewrite was accepted."""
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as in ``Verdict.to_dict()``."""
+        return {
+            "strategy": self.strategy,
+            "attempts": self.attempts,
+            "accepted": self.accepted,
+            "final_decision": self.final_decision,
+            "fallback": self.fallback,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """What the guard decided about one response, and why.
 
@@ -76,6 +101,10 @@ class Verdict:
     latency_ms: float = 0.0
     error: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    output: str | None = None
+    """The text delivered to the caller, set by ``Guard.enforce`` (``None`` from a bare check)."""
+    rewrite: Rewrite | None = None
+    """How a rewrite was carried out (``Guard.enforce`` with a rewrite decision)."""
 
     @property
     def allowed(self) -> bool:
@@ -83,10 +112,22 @@ class Verdict:
         return self.decision in ("allow", "log")
 
     @property
+    def final_decision(self) -> Decision:
+        """What was finally done: ``decision``, or for a rewrite what enforcing it ended in."""
+        return self.rewrite.final_decision if self.rewrite is not None else self.decision
+
+    @property
+    def altered(self) -> bool:
+        """True when the caller gets something other than the original answer."""
+        return self.final_decision in ("block", "rewrite")
+
+    @property
     def message(self) -> str | None:
-        """The text to deliver instead of the response when blocked, else ``None``."""
+        """The policy's text delivered instead of the response when blocked, else ``None``."""
         if self.decision == "block" and self.action is not None:
             return self.action.message
+        if self.rewrite is not None and self.rewrite.final_decision == "block":
+            return self.output
         return None
 
     def explain(self) -> str:
@@ -113,4 +154,5 @@ class Verdict:
             "risk": round(self.risk, 4),
             "latency_ms": round(self.latency_ms, 3),
             "error": self.error,
+            **({"rewrite": self.rewrite.to_dict()} if self.rewrite is not None else {}),
         }

@@ -263,11 +263,12 @@ def test_train_writes_model_dir(trained: Path) -> None:
         assert (trained / name).is_file(), name
     card = json.loads((trained / "card.json").read_text(encoding="utf-8"))
     files = card["data"]["files"]
-    assert len(files) == 6 and all(len(h) == 64 for h in files.values())
+    assert len(files) == 8 and all(len(h) == 64 for h in files.values())
+    assert {"guardrail/data/written_benign.jsonl", "guardrail/data/written_harmful.jsonl"} <= set(files)
     assert card["split_rule"].startswith("test = int(sha1(")
     assert card["hyperparameters"]["limit"] == 16
     assert card["hyperparameters"]["epochs"] == 2
-    assert card["data"]["train_examples"] == {"evaluator_scores": 16, "trustworthy": 16, "touche23": 16}
+    assert card["data"]["train_examples"] == {"evaluator_scores": 16, "trustworthy": 16, "touche23": 16, "written": 16}
     assert set(card["calibration"]["floors"]) == {"security", "conformity", "benevolence", "universalism"}
     assert "metrics" not in card  # --skip-eval
 

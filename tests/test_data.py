@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from guardrail._data import (
     load_evaluator,
     load_touche,
     load_trustworthy,
+    load_written,
+    written_files,
 )
 from guardrail._exceptions import DataError
 from guardrail._values import VALUES
@@ -221,3 +224,53 @@ def test_real_touche_training_split(data_dir: Path) -> None:
 def test_benign_prompt_flag(data_dir: Path) -> None:
     benign = [e for e in load_evaluator(data_dir) if e.benign_prompt]
     assert 0 < len(benign) < 1000
+
+
+# -- the project's own examples ------------------------------------------------------------
+
+
+def test_written_examples_ship_and_load() -> None:
+    names = {f.name for f in written_files()}
+    assert names == {"written_benign.jsonl", "written_harmful.jsonl"}
+    examples = load_written()
+    assert len(examples) >= 300
+    assert {e.source for e in examples} == {"written"}
+    assert not any(e.test for e in examples if e.prompt is None)
+    for e in examples:
+        labelled = [x for x in e.target if not math.isnan(x)]
+        assert labelled and all(-1 <= x <= 1 for x in labelled), e.origin
+
+
+def test_written_examples_are_not_the_handwritten_test_cases() -> None:
+    """tests/test_default_model.py is held out: none of its answers may be trained on."""
+    import test_default_model as held_out
+
+    trained = {e.response.strip().lower() for e in load_written()}
+    for case in held_out.EVERYDAY + held_out.REFUSALS + held_out.HARMFUL + held_out.EXTRA:
+        response = case.values[1] if hasattr(case, "values") else case[1]
+        assert response.strip().lower() not in trained
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"prompt": null, "labels": {"security": 0.1}}', "'response' must be a non-empty string"),
+        ('{"prompt": 3, "response": "r", "labels": {"security": 0.1}}', "'prompt' must be a string or null"),
+        ('{"response": "r", "labels": {}}', "'labels' must map value names"),
+        ('{"response": "r", "labels": {"kindness": 0.5}}', "unknown value 'kindness'"),
+        ('{"response": "r", "labels": {"security": 2}}', "label 'security' must be a number in [-1, 1]"),
+    ],
+)
+def test_written_bad_line_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "written_x.jsonl"
+    path.write_text('{"response": "ok", "labels": {"security": 0}}\n' + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(f"written_x.jsonl:2: {message}")):
+        load_written([path])
+
+
+def test_written_unlabelled_values_are_nan(tmp_path: Path) -> None:
+    path = tmp_path / "written_x.jsonl"
+    path.write_text('{"prompt": "q", "response": "r", "labels": {"benevolence": -0.8}}\n', encoding="utf-8")
+    [example] = load_written([path])
+    assert example.target[VALUES.index("benevolence")] == -0.8
+    assert sum(math.isnan(x) for x in example.target) == 9

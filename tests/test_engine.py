@@ -14,7 +14,7 @@ from guardrail import Action, Engine, Policy, ValueVector, Verdict, decide
 scores = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False)
 vectors = st.builds(ValueVector, *[scores] * 10)
 
-REWRITE = Action(type="rewrite", strategy="soften", params={"tone": "kind"})
+REWRITE = Action(type="rewrite", strategy="reask", max_attempts=3, params={"tone": "kind"})
 
 
 def policy(**fields: Any) -> Policy:
@@ -293,14 +293,17 @@ def test_rewrite_carries_strategy_and_params() -> None:
     assert verdict.decision == "rewrite"
     assert verdict.action_name == "soften"
     assert verdict.action is not None
-    assert verdict.action.strategy == "soften"
+    assert verdict.action.strategy == "reask"
     assert verdict.action.params == {"tone": "kind"}
     assert verdict.message is None  # only block replaces the text
     assert not verdict.allowed
     assert verdict.to_dict()["action"] == {
         "name": "soften",
         "type": "rewrite",
-        "strategy": "soften",
+        "strategy": "reask",
+        "max_attempts": 3,
+        "min_keep": 0.5,
+        "fallback": "block",
         "params": {"tone": "kind"},
     }
 

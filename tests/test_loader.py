@@ -57,7 +57,7 @@ GOLDEN: dict[str, tuple[type[PolicyError], str]] = {
         (
             "invalid/unknown_top_level_key.yaml:3:1  rules  unknown key 'rules'; allowed: name, "
             "version, description, extends, mode, thresholds, regions, actions, on_error, "
-            "error_action, timeout_ms"
+            "error_action, timeout_ms, streaming"
         ),
     ),
     "missing_extends": (
@@ -88,7 +88,7 @@ GOLDEN: dict[str, tuple[type[PolicyError], str]] = {
     ),
     "rewrite_without_strategy": (
         PolicyValidationError,
-        "invalid/rewrite_without_strategy.yaml:3:3  actions.soften  a rewrite action needs a strategy",
+        "invalid/rewrite_without_strategy.yaml:3:3  actions.soften  a rewrite action needs a strategy (reask or redact)",
     ),
     "top_level_list": (
         PolicyValidationError,

@@ -57,7 +57,9 @@ def test_customer_support_extends_default() -> None:
     default, support = load_policy("default"), load_policy("customer-support")
     assert support.extends == "default"
     for value in SAFETY_VALUES:
-        assert support.thresholds[value] == default.thresholds[value]
+        assert support.thresholds[value].min == default.thresholds[value].min
+    assert support.thresholds["benevolence"].action == "soften"  # an unkind answer is re-asked first
+    assert support.actions["soften"].strategy == "reask" and support.actions["soften"].fallback == "block"
     assert {"block", "handoff", "review"} <= set(support.actions)
     assert support.actions["block"].message != default.actions["block"].message
     region = support.regions["hostile_profile"]

@@ -88,14 +88,14 @@ def test_rewrite_span_records_strategy(exporter: InMemorySpanExporter) -> None:
     policy = Policy(
         name="rw",
         thresholds={"benevolence": {"min": -0.3, "action": "soften"}},
-        actions={"soften": {"type": "rewrite", "strategy": "polite"}},
+        actions={"soften": {"type": "rewrite", "strategy": "redact"}},
     )
     make_guard(exporter, policy).check("bad")
     attrs = only_span(exporter).attributes
     assert attrs is not None
     assert attrs["guardrail.action"] == "soften"
     assert attrs["guardrail.action.type"] == "rewrite"
-    assert attrs["guardrail.action.strategy"] == "polite"
+    assert attrs["guardrail.action.strategy"] == "redact"
 
 
 def test_ten_evaluation_events(exporter: InMemorySpanExporter) -> None:
