@@ -1,6 +1,9 @@
 """Latency of one ``Guard.check`` and batched scoring throughput, printed as JSON.
 
-    python benchmarks/bench_check.py [--repeats 50] [--device auto]
+    python benchmarks/bench_check.py [--repeats 50] [--device auto] [--model DIR ...]
+
+With several ``--model`` directories (e.g. the previous release's and the new one) each is measured
+in the same run, so their figures compare.
 
 Not a test: run it on a quiet machine and copy the figures into the README.
 """
@@ -41,13 +44,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", action="append", default=None, help="Model directory (repeatable).")
     args = parser.parse_args()
+    runs = [measure(model, args) for model in args.model or [None]]
+    print(json.dumps(runs[0] if len(runs) == 1 else {"runs": runs}))
 
+
+def measure(model: str | None, args: argparse.Namespace) -> dict[str, object]:
     import torch
 
     from guardrail import Guard, TransformerScorer
 
-    scorer = TransformerScorer(device=args.device)
+    scorer = TransformerScorer(model, device=args.device)
     guard = Guard("default", scorer)
     tokens = len(scorer._tokenizer(RESPONSE_60, add_special_tokens=False)["input_ids"])
 
@@ -67,27 +75,24 @@ def main() -> None:
     guard.check_many(responses, prompts)
     batch_s = time.perf_counter() - start
 
-    print(
-        json.dumps(
-            {
-                "check_p50_ms": round(statistics.median(times), 2),
-                "check_p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
-                "response_tokens": tokens,
-                "repeats": args.repeats,
-                "batch_responses": args.batch,
-                "batch_seconds": round(batch_s, 3),
-                "batch_responses_per_s": round(args.batch / batch_s, 1),
-                "model": scorer.model_id,
-                "device": scorer.device,
-                "dtype": str(scorer.dtype).replace("torch.", ""),
-                "torch": torch.__version__,
-                "torch_threads": torch.get_num_threads(),
-                "cpu": cpu_name(),
-                "cpu_count": os.cpu_count(),
-                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            }
-        )
-    )
+    return {
+        "check_p50_ms": round(statistics.median(times), 2),
+        "check_p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+        "response_tokens": tokens,
+        "repeats": args.repeats,
+        "batch_responses": args.batch,
+        "batch_seconds": round(batch_s, 3),
+        "batch_responses_per_s": round(args.batch / batch_s, 1),
+        "model": scorer.model_id,
+        "device": scorer.device,
+        "dtype": str(scorer.dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "model_dir": model,
+    }
 
 
 if __name__ == "__main__":

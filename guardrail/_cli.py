@@ -298,6 +298,38 @@ def evaluate(
     out.print(f"n: {report['n']}", highlight=False)
 
 
+@app.command("model-card")
+def model_card(
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print card.json as is.")] = False,
+) -> None:
+    """Show the model card: base, data, split, training, calibration, test metrics, weak spots, licences."""
+    from rich.markdown import Markdown
+
+    from guardrail._card import render_markdown
+    from guardrail._model import read_card
+    from guardrail._resources import default_model_dir
+
+    folder = model or default_model_dir()
+    if not folder.is_dir():
+        _fail(f"{folder}: no such model directory")
+    try:
+        card = read_card(folder)
+    except GuardrailError as exc:
+        _fail(str(exc))
+    if not card:
+        _fail(f"{folder}: no card.json (not a model directory written by guardrail train?)")
+    if as_json:
+        out.print_json(data=card)
+        return
+    text = render_markdown(card)
+    # Rendered in a terminal; piped, the Markdown itself (it is what the README carries).
+    if out.is_terminal:
+        out.print(Markdown(text))
+    else:
+        typer.echo(text, nl=False)
+
+
 @app.command()
 def demo(policy: PolicyOpt = "default", device: DeviceOpt = "auto") -> None:
     """Run a short scripted chat through the guard on the embedded defaults."""

@@ -252,7 +252,7 @@ def test_demo() -> None:
 def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """A tiny model trained by ``guardrail train`` (smoke-sized: --limit 16)."""
     output = tmp_path_factory.mktemp("model")
-    args = ["--data", str(data_dir), "--limit", "16", "--epochs", "2", "--finetune-epochs", "1", "--skip-eval"]
+    args = ["--data", str(data_dir), "--limit", "16", "--epochs", "2", "--finetune-epochs", "1", "--skip-eval", "--touche"]
     result = expect(invoke("train", *args, "-o", str(output)), 0)
     assert f"wrote {output}" in result.stdout
     return output
@@ -287,3 +287,29 @@ def test_train_missing_data() -> None:
 def test_eval_missing_data() -> None:
     result = expect(invoke("eval", "--data", "/nonexistent"), 2)
     assert "/nonexistent/fulcra" in result.stderr
+
+
+def test_model_card_shows_metrics_weak_spots_and_licence() -> None:
+    from guardrail._resources import default_model_dir
+
+    card = json.loads((default_model_dir() / "card.json").read_text(encoding="utf-8"))
+    text = expect(invoke("model-card"), 0).stdout
+    metrics = card["metrics"]
+    assert f"**{metrics['pearson_mean_safety']:.3f}**" in text
+    assert f"| {metrics['auroc_opposed']:.3f} |" in text
+    assert "Weak spots" in text and "CC BY-NC 4.0" in text
+    assert card["split_rule"] in text
+    assert json.loads(expect(invoke("model-card", "--json"), 0).stdout) == card
+
+
+def test_readme_carries_the_shipped_model_card() -> None:
+    """The README's model card is `guardrail model-card` of the shipped model, verbatim."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert expect(invoke("model-card"), 0).stdout in readme
+
+
+def test_model_card_missing_dir(tmp_path: Path) -> None:
+    result = expect(invoke("model-card", "--model", str(tmp_path / "nope")), 2)
+    assert "no such model directory" in result.stderr
+    result = expect(invoke("model-card", "--model", str(tmp_path)), 2)
+    assert "no card.json" in result.stderr

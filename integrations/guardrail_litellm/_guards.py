@@ -1,0 +1,102 @@
+"""Which :class:`~guardrail.Guard` checks a call: an explicit one, a policy, a policy set, or the process default.
+
+All guards built here share one scorer (one model in memory per process), built on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from guardrail import Guard, Policy, PolicySet, Scorer
+
+PolicySource = str | os.PathLike[str] | Policy
+
+_lock = threading.Lock()
+_scorer: Scorer | None = None
+_default: Guard | None = None
+_by_policy: dict[str, Guard] = {}
+
+
+def shared_scorer() -> Scorer:
+    """The process-wide scorer (the shipped model), loaded once, on first use, thread-safe."""
+    global _scorer
+    if _scorer is None:
+        with _lock:
+            if _scorer is None:
+                from guardrail import TransformerScorer
+
+                _scorer = TransformerScorer()
+    return _scorer
+
+
+def default_guard() -> Guard:
+    """The process-default guard: ``$GUARDRAIL_POLICY`` (else ``default``) with the shipped model.
+
+    Built once per process on first use (the model loads in about a second); thread-safe.
+
+    Example:
+        >>> default_guard().policy.name  # doctest: +SKIP
+        'default'
+    """
+    global _default
+    if _default is None:
+        scorer = shared_scorer()
+        with _lock:
+            if _default is None:
+                _default = Guard(scorer=scorer)
+    return _default
+
+
+def policy_guard(policy: PolicySource) -> Guard:
+    """A guard for ``policy`` over the shared scorer; names and paths are loaded once per process."""
+    if isinstance(policy, Policy):
+        return Guard(policy, scorer=shared_scorer())  # cheap: the policy is already parsed
+    key = os.fspath(policy)
+    guard = _by_policy.get(key)
+    if guard is None:
+        scorer = shared_scorer()
+        with _lock:
+            guard = _by_policy.get(key)
+            if guard is None:
+                guard = _by_policy[key] = Guard(policy, scorer=scorer)
+    return guard
+
+
+def is_ready(guard: Guard | None, policy: PolicySource | None, policies: PolicySet | None) -> bool:
+    """Whether :func:`resolve` can answer without loading a model (async callers build in a thread otherwise)."""
+    return guard is not None or policies is not None or _scorer is not None
+
+
+def resolve(
+    guard: Guard | None,
+    policy: PolicySource | None,
+    policies: PolicySet | None,
+    metadata: Mapping[str, Any] | None,
+) -> Guard:
+    """Pick the guard for one call; at most one of ``guard``, ``policy`` and ``policies`` may be given.
+
+    Raises:
+        ValueError: More than one of them was given.
+        TypeError: One of them has the wrong type.
+        PolicyError: ``policies`` does not know the deployment named in ``metadata``.
+    """
+    options = (("guard", guard), ("policy", policy), ("policies", policies))
+    given = [name for name, value in options if value is not None]
+    if len(given) > 1:
+        raise ValueError(f"pass at most one of guard, policy and policies; got {' and '.join(given)}")
+    if guard is not None:
+        if not isinstance(guard, Guard):
+            raise TypeError(f"guard must be a guardrail.Guard, got {type(guard).__name__}")
+        return guard
+    if policies is not None:
+        if not isinstance(policies, PolicySet):
+            raise TypeError(f"policies must be a guardrail.PolicySet, got {type(policies).__name__}")
+        return policies.guard(metadata)
+    if policy is not None:
+        if not isinstance(policy, (str, os.PathLike, Policy)):
+            raise TypeError(f"policy must be a policy name, a path or a Policy, got {type(policy).__name__}")
+        return policy_guard(policy)
+    return default_guard()

@@ -1,0 +1,215 @@
+"""``ValueGuardrail``: the value guard as a LiteLLM proxy guardrail (``mode: post_call``).
+
+The proxy builds the class from ``config.yaml``; every key under the guardrail's ``litellm_params``
+other than ``guardrail``, ``mode``, ``default_on`` and ``stream_scope`` reaches ``__init__`` as a
+keyword argument (together with litellm's own defaults, which land in ``**kwargs``)::
+
+    guardrails:
+      - guardrail_name: value-guardrail
+        litellm_params:
+          guardrail: guardrail_litellm.ValueGuardrail
+          mode: post_call
+          default_on: true
+          policy: default            # or policy_set: /path/to/policies.yaml
+          on_block: message          # or error: HTTP 400 instead of the policy message
+
+Non-streamed answers go through ``async_post_call_success_hook``; streamed ones only through
+``async_post_call_streaming_iterator_hook``, which holds text back until it passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, Literal
+
+from fastapi import HTTPException
+from litellm import ModelResponse
+from litellm.integrations.custom_guardrail import CustomGuardrail
+from litellm.types.guardrails import GuardrailEventHooks
+from litellm.types.utils import ModelResponseStream
+
+from guardrail import AsyncReask, Guard, PolicyError, PolicySet, Scorer, Verdict
+from guardrail_litellm._guards import PolicySource, shared_scorer
+from guardrail_litellm._mapping import (
+    answer_of,
+    blocked,
+    chunk_text,
+    deliver,
+    prompt_of,
+    reask_messages,
+    reask_text,
+    rebuild_chunk,
+)
+
+logger = logging.getLogger(__name__)
+
+OnBlock = Literal["message", "error"]
+DECISION_HEADER = "x-guardrail-decision"
+"""Response header (non-streamed answers) carrying the final decision."""
+# Sampling parameters a re-ask repeats; tools and streaming are left out, a re-ask wants text.
+_REASK_PARAMS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+                 "presence_penalty", "frequency_penalty", "user")  # fmt: skip
+_STATUS = {"allow": "success", "log": "guardrail_flagged", "block": "guardrail_intervened",
+           "rewrite": "guardrail_intervened"}  # fmt: skip
+
+
+class ValueGuardrail(CustomGuardrail):
+    """Checks proxy answers against a value policy; blocked answers get the policy message or an HTTP 400.
+
+    Args:
+        policy: A shipped policy name or a YAML path (default: ``$GUARDRAIL_POLICY``, else ``default``).
+        policy_set: A policy-set YAML path instead (see :class:`~guardrail.PolicySet`): the guard is
+            picked per request by the set's ``key``, read from the request's ``model`` (``key: model``)
+            or from the virtual key's or team's metadata.
+        on_block: ``message`` (default) delivers the policy message as the answer; ``error`` rejects
+            the request with HTTP 400 carrying the verdict.
+        policy_from_request: Also let the client's request ``metadata`` name the deployment (off by
+            default: a client could pick a laxer policy of the set).
+        router: The litellm ``Router`` that re-asks the model for ``reask`` rewrites; default: the
+            proxy's own router. Without one, reask rewrites apply their fallback.
+        scorer: Any :class:`~guardrail.Scorer` (default: the shipped model, loaded at start-up).
+        **kwargs: ``CustomGuardrail``'s arguments (``guardrail_name``, ``event_hook``, ``default_on``...).
+
+    Example:
+        >>> guardrail = ValueGuardrail(policy="strict", event_hook="post_call", default_on=True)  # doctest: +SKIP
+        >>> litellm.callbacks.append(guardrail)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        policy: PolicySource | None = None,
+        policy_set: str | os.PathLike[str] | None = None,
+        on_block: OnBlock = "message",
+        policy_from_request: bool = False,
+        router: Any = None,
+        scorer: Scorer | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if policy is not None and policy_set is not None:
+            raise ValueError(f"pass policy or policy_set, not both; got policy={policy!r}, policy_set={policy_set!r}")
+        if on_block not in ("message", "error"):
+            raise ValueError(f"on_block must be 'message' or 'error', got {on_block!r}")
+        kwargs.setdefault("supported_event_hooks", [GuardrailEventHooks.post_call])
+        super().__init__(**kwargs)
+        # Load the model and the policies now, so a typo fails at proxy start-up, not on a request.
+        scorer = scorer if scorer is not None else shared_scorer()
+        self.policies: PolicySet | None = PolicySet.load(policy_set, scorer=scorer) if policy_set else None
+        self.guard: Guard = self.policies.default if self.policies else Guard(policy, scorer=scorer)
+        self.on_block: OnBlock = on_block
+        self.policy_from_request = policy_from_request
+        self.router = router
+
+    @classmethod
+    def get_supported_event_hooks(cls) -> list[GuardrailEventHooks]:
+        """Only ``post_call``: the guard judges answers."""
+        return [GuardrailEventHooks.post_call]
+
+    # -- proxy hooks ----------------------------------------------------------------------
+
+    async def async_post_call_success_hook(self, data: dict, user_api_key_dict: Any, response: Any) -> Any:
+        """Check a non-streamed chat answer; replace its content with what the policy lets through."""
+        if not isinstance(response, ModelResponse):
+            return None  # embeddings, images...: no chat answer to judge
+        self._require_one_choice(data)
+        text = answer_of(response)
+        if text is None:
+            return None  # tool calls only: nothing to judge
+        guard, metadata = self._guard_for(data)
+        start = time.time()
+        verdict = await guard.aenforce(text, prompt_of(data.get("messages")), metadata, reask=self._reask(data))
+        self._record(data, verdict, start)
+        if blocked(verdict) and self.on_block == "error":
+            raise _rejection(verdict)
+        deliver(response, verdict)
+        headers = response._hidden_params.setdefault("additional_headers", {})
+        if isinstance(headers, dict):
+            headers[DECISION_HEADER] = verdict.final_decision
+        return response
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: Any, request_data: dict
+    ) -> AsyncGenerator[ModelResponseStream, None]:
+        """Guard a streamed chat answer: text goes out only as the policy's ``streaming`` block allows."""
+        self._require_one_choice(request_data)
+        guard, metadata = self._guard_for(request_data)
+        start = time.time()
+        stream = guard.astream(response, prompt_of(request_data.get("messages")), metadata,
+                               text=chunk_text, rebuild=rebuild_chunk)  # fmt: skip
+        try:
+            async for chunk in stream:
+                if blocked(stream.verdict) and self.on_block == "error":
+                    raise _rejection(stream.verdict)  # type: ignore[arg-type]  # blocked() checked it
+                yield chunk
+        finally:
+            if stream.verdict is None:  # the client left early: stop the model call too
+                close = getattr(response, "aclose", None)
+                if close is not None:
+                    await close()
+        if stream.verdict is not None:
+            self._record(request_data, stream.verdict, start)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _guard_for(self, data: Mapping[str, Any]) -> tuple[Guard, dict[str, Any]]:
+        metadata: dict[str, Any] = {"model": data.get("model")}
+        if self.policies is None:
+            return self.guard, metadata
+        key = self.policies.key
+        sources = [self._get_admin_metadata(dict(data))]
+        if self.policy_from_request:
+            sources += [data.get("metadata"), data.get("litellm_metadata")]
+        for source in sources:
+            if isinstance(source, Mapping) and source.get(key) is not None:
+                metadata[key] = source[key]
+                break
+        try:
+            return self.policies.guard(metadata), metadata
+        except PolicyError as exc:
+            raise HTTPException(status_code=400, detail={"error": f"value guardrail: {exc}"}) from exc
+
+    @staticmethod
+    def _require_one_choice(data: Mapping[str, Any]) -> None:
+        n = data.get("n") or 1
+        if isinstance(n, int) and n > 1:
+            # Only choices[0] would be judged: refuse rather than pass the others unchecked.
+            raise HTTPException(status_code=400, detail={"error": f"value guardrail checks one answer; got n={n}"})
+
+    def _reask(self, data: Mapping[str, Any]) -> AsyncReask | None:
+        router = self.router
+        if router is None and "litellm.proxy.proxy_server" in sys.modules:
+            # Inside the proxy: its router knows the request's model name. Never import the server module.
+            router = getattr(sys.modules["litellm.proxy.proxy_server"], "llm_router", None)
+        model, messages = data.get("model"), data.get("messages")
+        if router is None or not isinstance(model, str) or not isinstance(messages, list):
+            return None
+        params = {k: data[k] for k in _REASK_PARAMS if data.get(k) is not None}
+
+        async def reask(previous: str, feedback: str) -> str:
+            answer = await router.acompletion(model=model, messages=reask_messages(messages, previous, feedback),
+                                              stream=False, **params)  # fmt: skip
+            return reask_text(answer)
+
+        return reask
+
+    def _record(self, data: dict, verdict: Verdict, start: float) -> None:
+        end = time.time()
+        try:
+            self.add_standard_logging_guardrail_information_to_request_data(
+                guardrail_json_response=verdict.to_dict(), request_data=data,
+                guardrail_status=_STATUS[verdict.final_decision],  # type: ignore[arg-type]
+                start_time=start, end_time=end, duration=end - start,
+                guardrail_provider="value-guardrail", event_type=GuardrailEventHooks.post_call,
+            )  # fmt: skip
+        except Exception:  # logging is a sink: a failure there must not change the answer's fate
+            logger.warning("could not record the value guardrail verdict in litellm's logs", exc_info=True)
+
+
+def _rejection(verdict: Verdict) -> HTTPException:
+    return HTTPException(
+        status_code=400,
+        detail={"error": verdict.output or "blocked by the value guardrail", "guardrail": verdict.to_dict()},
+    )
