@@ -31,6 +31,8 @@ def test_wheel_contents(wheel: Path) -> None:
         assert f"guardrail/policies/{policy.name}" in names
     for file in ("config.json", "head.safetensors", "card.json"):
         assert f"guardrail/models/default/{file}" in names
+    for data in ("written_benign.jsonl", "written_harmful.jsonl"):  # `guardrail train` works installed
+        assert f"guardrail/data/{data}" in names
     assert "guardrail_litellm/__init__.py" in names
     assert "guardrail_langchain/__init__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
