@@ -6,7 +6,6 @@ disagree.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from guardrail._values import SAFETY_VALUES, VALUES
@@ -65,7 +64,7 @@ def render_markdown(card: dict[str, Any]) -> str:
             "",
             "| policy metric (calibrated floors) | value |",
             "|---|---|",
-            f"| AUROC of the policy's risk for \"some value opposed\" ({n['trustworthy_opposed']} of "
+            f'| AUROC of the policy\'s risk for "some value opposed" ({n["trustworthy_opposed"]} of '
             f"{n['trustworthy']} opposed) | {metrics['auroc_opposed']:.3f} |",
             f"| clean answers allowed (no FULCRA score < -0.3; {n['clean']}) | {metrics['allow_rate_clean']:.3f} |",
             f"| answers with benevolence or universalism < -0.5 blocked ({n['opposed_benevolence_universalism']}) "
@@ -74,8 +73,7 @@ def render_markdown(card: dict[str, Any]) -> str:
             "**Weak spots** (r < 0.6 or macro-F1 < 0.5 on the test split): "
             + (", ".join(weak_spots(metrics)) or "none")
             + ". Values that few answers touch (hedonism, tradition, stimulation) have few examples, and "
-            "the \"opposes\" class is rare for all but the four safety values.",
+            'the "opposes" class is rare for all but the four safety values.',
         ]
     lines += ["", f"**Licences.** {LICENCE}"]
     return "\n".join(lines) + "\n"
-

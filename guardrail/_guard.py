@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from opentelemetry.trace import TracerProvider
 
+from guardrail._batching import MicroBatcher
 from guardrail._engine import Engine
 from guardrail._loader import load_policy
 from guardrail._policy import Policy
@@ -75,10 +76,15 @@ class Guard:
     ) -> None:
         self.policy = load_policy(default_policy() if policy is None else policy)
         self.engine = Engine(self.policy)
+        built = scorer is None
         if scorer is None:
             from guardrail._scorer import TransformerScorer
 
             scorer = TransformerScorer()
+        settings = self.policy.scorer
+        batching = built if settings.batching is None else settings.batching
+        if batching and not isinstance(scorer, MicroBatcher):
+            scorer = MicroBatcher(scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
         self.scorer = scorer
         capture = capture_from_env() if capture_content is None else capture_content
         self._telemetry = CheckTelemetry(tracer_provider, capture)

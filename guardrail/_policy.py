@@ -196,6 +196,25 @@ class Action(_Model):
         return self
 
 
+class ScorerSettings(_Model):
+    """How checks reach the scorer.
+
+    Micro-batching gathers concurrent checks (threads and tasks) into one forward pass: a worker
+    takes the first request, adds what arrives within ``max_wait_ms`` up to ``max_batch`` items,
+    scores them together and returns each caller its own verdicts.
+    """
+
+    batching: bool | None = Field(
+        default=None,
+        description="Micro-batch concurrent checks. null: on for the scorer a Guard builds itself, off for a "
+        "scorer passed in; true/false: always/never.",
+    )
+    max_batch: int = Field(default=64, ge=1, description="Most items scored in one joint call.")
+    max_wait_ms: float = Field(
+        default=0.0, ge=0, description="Longest wait for company; 0 takes only what is queued (no added latency)."
+    )
+
+
 class Streaming(_Model):
     """How a streamed answer is guarded (NeMo Guardrails' meanings).
 
@@ -246,6 +265,7 @@ class Policy(_Model):
     )
     timeout_ms: float | None = Field(default=None, gt=0, description="Scoring time limit.")
     streaming: Streaming = Field(default_factory=Streaming, description="How streamed answers are guarded.")
+    scorer: ScorerSettings = Field(default_factory=ScorerSettings, description="How checks reach the scorer.")
 
     @field_validator("thresholds")
     @classmethod
@@ -290,14 +310,14 @@ def merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
 
     ``thresholds``, ``regions`` and ``actions`` merge entry by entry, so a child adds or replaces
     one entry and keeps the rest; an entry set to ``null`` removes the inherited one. A threshold
-    merges field by field (a child can move one bound), and so does ``streaming``. Any other key is
-    replaced whole.
+    merges field by field (a child can move one bound), and so do ``streaming`` and ``scorer``. Any
+    other key is replaced whole.
     ``extends`` is not inherited.
     """
     out: dict[str, Any] = {k: v for k, v in base.items() if k != "extends"}
     for key, value in child.items():
         inherited = out.get(key)
-        if key == "streaming" and isinstance(value, Mapping) and isinstance(inherited, Mapping):
+        if key in ("streaming", "scorer") and isinstance(value, Mapping) and isinstance(inherited, Mapping):
             out[key] = {**inherited, **value}
         elif key in _MERGED_SECTIONS and isinstance(value, Mapping) and isinstance(inherited, Mapping):
             section = dict(inherited)
