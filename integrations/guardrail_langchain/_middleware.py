@@ -1,0 +1,164 @@
+"""``ValueGuardrailMiddleware``: checks the answers of a LangChain v1 agent (``create_agent``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatResult
+from langchain_core.runnables import ensure_config
+
+from guardrail import Guard, PolicySet, Verdict
+from guardrail_langchain._chat_model import GuardedChatModel, _result
+from guardrail_langchain._common import (
+    GuardChoice,
+    PolicySource,
+    answer_text,
+    guarded_message,
+    is_checked,
+    last_prompt,
+    reask_messages,
+    request_metadata,
+    revised_text,
+)
+
+Handler = Callable[[ModelRequest], ModelResponse]
+AsyncHandler = Callable[[ModelRequest], Awaitable[ModelResponse]]
+
+
+class ValueGuardrailMiddleware(AgentMiddleware):
+    """Agent middleware that checks each model answer against a value policy.
+
+    A blocked answer is replaced by the policy's message; a ``reask`` rewrite asks the model again
+    through the agent (the request's messages, the rejected answer and the feedback), so other
+    middleware sees the re-ask too. Answers without text (tool calls only) pass unchecked. Every
+    checked answer carries its verdict in ``response_metadata["guardrail"]``.
+
+    When the agent streams (``agent.stream(..., stream_mode="messages")``), the model's tokens are
+    held back and released window by window as they pass, as the policy's ``streaming`` block says,
+    so a blocked answer's text never reaches the stream; a streamed rewrite decision applies its
+    fallback.
+
+    Args:
+        guard: The guard to use; default: a ``Guard`` built from ``policy``.
+        policy: A shipped policy name, a YAML path or a ``Policy`` (default: ``$GUARDRAIL_POLICY``,
+            else ``default``).
+        policies: A policy set picking the policy per run from ``config["metadata"]``.
+
+    Example:
+        >>> from langchain.agents import create_agent
+        >>> agent = create_agent(model, tools=[search], middleware=[ValueGuardrailMiddleware()])  # doctest: +SKIP
+        >>> agent.invoke({"messages": [("user", "Hi")]})["messages"][-1].content  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, guard: Guard | None = None, *, policy: PolicySource | None = None, policies: PolicySet | None = None
+    ) -> None:
+        super().__init__()
+        self._choice = GuardChoice(guard, policy, policies)
+
+    def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse:
+        """Call the model, then check its answer and carry out the decision."""
+        guard, metadata = self._pick()
+        request = _held_back(request, guard)
+        response = handler(request)
+        found = _answer(response)
+        if found is None:
+            return response
+        index, message, text = found
+
+        def reask(previous: str, feedback: str) -> str:
+            return revised_text(_last_ai(handler(_reasked(request, previous, feedback))))
+
+        verdict = guard.enforce(text, last_prompt(request.messages), metadata, reask=reask)
+        return _with(response, index, message, verdict)
+
+    async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> ModelResponse:
+        """Async twin of :meth:`wrap_model_call`."""
+        guard, metadata = self._pick()
+        request = _held_back(request, guard)
+        response = await handler(request)
+        found = _answer(response)
+        if found is None:
+            return response
+        index, message, text = found
+
+        async def reask(previous: str, feedback: str) -> str:
+            return revised_text(_last_ai(await handler(_reasked(request, previous, feedback))))
+
+        verdict = await guard.aenforce(text, last_prompt(request.messages), metadata, reask=reask)
+        return _with(response, index, message, verdict)
+
+    def _pick(self) -> tuple[Guard, dict[str, Any]]:
+        # The agent runs the model node inside the run's config: its metadata names the deployment.
+        metadata = request_metadata(ensure_config().get("metadata"))
+        return self._choice.pick(metadata), metadata
+
+
+class _HeldBackModel(GuardedChatModel):
+    """Streams as ``GuardedChatModel`` does but returns whole answers unchecked: the middleware checks
+    those itself, so that a re-ask goes through the agent's handler."""
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        config, _ = self._inner_call(run_manager, kwargs)
+        return _result(self.model.invoke(messages, config, stop=stop, **kwargs))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        config, _ = self._inner_call(run_manager, kwargs)
+        return _result(await self.model.ainvoke(messages, config, stop=stop, **kwargs))
+
+
+def _held_back(request: ModelRequest, guard: Guard) -> ModelRequest:
+    """The request with its model wrapped so that a streamed answer is held back until it passed."""
+    if isinstance(request.model, GuardedChatModel):  # already guarded, streams included
+        return request
+    if not isinstance(request.model, BaseChatModel):
+        # e.g. a runtime-configurable model: it cannot be wrapped, so only whole answers are checked.
+        return request
+    return request.override(model=_HeldBackModel(model=request.model, guard=guard))
+
+
+def _reasked(request: ModelRequest, previous: str, feedback: str) -> ModelRequest:
+    return request.override(messages=reask_messages(request.messages, previous, feedback))
+
+
+def _answer(response: ModelResponse) -> tuple[int, AIMessage, str] | None:
+    """Index, message and text of the answer to check; ``None`` when there is nothing to check."""
+    for index in range(len(response.result) - 1, -1, -1):
+        message = response.result[index]
+        if isinstance(message, AIMessage):
+            text = answer_text(message)
+            # A streamed answer was checked window by window on its way out and carries its verdict.
+            return None if text is None or is_checked(message) else (index, message, text)
+    return None
+
+
+def _last_ai(response: ModelResponse) -> AIMessage:
+    for message in reversed(response.result):
+        if isinstance(message, AIMessage):
+            return message
+    raise ValueError("the re-asked model call returned no AIMessage")
+
+
+def _with(response: ModelResponse, index: int, message: AIMessage, verdict: Verdict) -> ModelResponse:
+    """The response with the answer as delivered; an altered answer's structured output is dropped with it."""
+    result = [*response.result[:index], guarded_message(message, verdict), *response.result[index + 1 :]]
+    structured = None if verdict.altered else response.structured_response
+    return replace(response, result=result, structured_response=structured)
