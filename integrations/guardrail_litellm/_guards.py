@@ -1,6 +1,6 @@
 """Which :class:`~guardrail.Guard` checks a call: an explicit one, a policy, a policy set, or the process default.
 
-All guards built here share one scorer (one model in memory per process), built on first use.
+All guards built here share the process-default guard's scorer (one model in memory per process).
 """
 
 from __future__ import annotations
@@ -15,27 +15,15 @@ from guardrail import Guard, Policy, PolicySet, Scorer
 PolicySource = str | os.PathLike[str] | Policy
 
 _lock = threading.Lock()
-_scorer: Scorer | None = None
 _default: Guard | None = None
 _by_policy: dict[str, Guard] = {}
 
 
-def shared_scorer() -> Scorer:
-    """The process-wide scorer (the shipped model), loaded once, on first use, thread-safe."""
-    global _scorer
-    if _scorer is None:
-        with _lock:
-            if _scorer is None:
-                from guardrail import TransformerScorer
-
-                _scorer = TransformerScorer()
-    return _scorer
-
-
 def default_guard() -> Guard:
-    """The process-default guard: ``$GUARDRAIL_POLICY`` (else ``default``) with the shipped model.
+    """The process-default guard, ``Guard()``: ``$GUARDRAIL_POLICY`` (else ``default``) and the shipped model.
 
-    Built once per process on first use (the model loads in about a second); thread-safe.
+    Built once per process on first use (the model loads in about a second); thread-safe. Every other
+    guard this package builds shares its scorer, so the model is in memory once.
 
     Example:
         >>> default_guard().policy.name  # doctest: +SKIP
@@ -43,11 +31,15 @@ def default_guard() -> Guard:
     """
     global _default
     if _default is None:
-        scorer = shared_scorer()
         with _lock:
             if _default is None:
-                _default = Guard(scorer=scorer)
+                _default = Guard()
     return _default
+
+
+def shared_scorer() -> Scorer:
+    """The scorer of :func:`default_guard` (built on first use), for guards with other policies."""
+    return default_guard().scorer
 
 
 def policy_guard(policy: PolicySource) -> Guard:
@@ -67,7 +59,7 @@ def policy_guard(policy: PolicySource) -> Guard:
 
 def is_ready(guard: Guard | None, policy: PolicySource | None, policies: PolicySet | None) -> bool:
     """Whether :func:`resolve` can answer without loading a model (async callers build in a thread otherwise)."""
-    return guard is not None or policies is not None or _scorer is not None
+    return guard is not None or policies is not None or _default is not None
 
 
 def resolve(

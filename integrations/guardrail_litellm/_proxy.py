@@ -63,8 +63,8 @@ class ValueGuardrail(CustomGuardrail):
     Args:
         policy: A shipped policy name or a YAML path (default: ``$GUARDRAIL_POLICY``, else ``default``).
         policy_set: A policy-set YAML path instead (see :class:`~guardrail.PolicySet`): the guard is
-            picked per request by the set's ``key``, read from the request's ``model`` (``key: model``)
-            or from the virtual key's or team's metadata.
+            picked per request by the set's ``key``: with ``key: model`` the request's model (models
+            the set does not list get its default), otherwise the virtual key's or team's metadata.
         on_block: ``message`` (default) delivers the policy message as the answer; ``error`` rejects
             the request with HTTP 400 carrying the verdict.
         policy_from_request: Also let the client's request ``metadata`` name the deployment (off by
@@ -155,19 +155,23 @@ class ValueGuardrail(CustomGuardrail):
     # -- helpers ----------------------------------------------------------------------------
 
     def _guard_for(self, data: Mapping[str, Any]) -> tuple[Guard, dict[str, Any]]:
-        metadata: dict[str, Any] = {"model": data.get("model")}
+        model = data.get("model")
+        metadata: dict[str, Any] = {"model": model}  # recorded on the verdict and its span
         if self.policies is None:
             return self.guard, metadata
-        key = self.policies.key
-        sources = [self._get_admin_metadata(dict(data))]
-        if self.policy_from_request:
-            sources += [data.get("metadata"), data.get("litellm_metadata")]
-        for source in sources:
-            if isinstance(source, Mapping) and source.get(key) is not None:
-                metadata[key] = source[key]
-                break
+        key, name = self.policies.key, None
+        if key == "model":
+            # Every request names a model: the ones the set does not list get its default policy.
+            name = model if model in self.policies.names else None
+        else:
+            sources = [self._get_admin_metadata(dict(data))]  # key and team metadata: set by the operator
+            if self.policy_from_request:
+                sources += [data.get("metadata"), data.get("litellm_metadata")]
+            name = next((s[key] for s in sources if isinstance(s, Mapping) and s.get(key) is not None), None)
+        if name is not None:
+            metadata[key] = name
         try:
-            return self.policies.guard(metadata), metadata
+            return self.policies.guard({key: name}), metadata
         except PolicyError as exc:
             raise HTTPException(status_code=400, detail={"error": f"value guardrail: {exc}"}) from exc
 

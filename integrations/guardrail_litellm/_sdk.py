@@ -72,6 +72,8 @@ def _prepare(
     metadata = kwargs.get("metadata")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    if metadata is not None:
+        metadata = dict(metadata)  # a snapshot: litellm writes its own entries into the caller's dict
     chosen = resolve(guard, policy, policies, metadata)
     return _Call(kwargs, chosen, prompt_of(kwargs["messages"]), metadata)
 
