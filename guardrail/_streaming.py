@@ -157,6 +157,10 @@ class GuardedStream(_Base[C], Iterator[C]):
     def __next__(self) -> C:
         return next(self._gen)
 
+    def close(self) -> None:
+        """Stop early (a client went away): closes the upstream and settles ``verdict``."""
+        self._gen.close()
+
     def _check(self, window: str) -> list[C] | None:
         return self._judge(self._guard.check(window, prompt=self._prompt, metadata=self._metadata))
 
@@ -195,6 +199,10 @@ class AsyncGuardedStream(_Base[C], AsyncIterator[C]):
 
     def __anext__(self) -> Any:
         return self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop early (a client went away): closes the upstream and settles ``verdict``."""
+        await self._gen.aclose()
 
     async def _check(self, window: str) -> list[C] | None:
         return self._judge(await self._guard.acheck(window, prompt=self._prompt, metadata=self._metadata))

@@ -172,3 +172,34 @@ def test_policy_streaming_block_is_validated_and_inherited(tmp_path: Any) -> Non
 @pytest.mark.parametrize("name", ["default", "strict", "shadow", "customer-support"])
 def test_shipped_policies_are_safe_by_default(name: str) -> None:
     assert load_policy(name).streaming.stream_first is False
+
+
+def test_close_early_closes_the_upstream_and_settles_the_verdict() -> None:
+    closed: list[bool] = []
+
+    def upstream() -> Any:
+        try:
+            yield from pieces(BENIGN * 3)
+        finally:
+            closed.append(True)
+
+    stream = guard().stream(upstream())
+    first = next(stream)
+    stream.close()
+    assert closed == [True] and stream.verdict is not None and stream.delivered.startswith(first)
+
+    async def run() -> None:
+        async def aupstream() -> AsyncIterator[str]:
+            try:
+                for p in pieces(BENIGN * 3):
+                    yield p
+            finally:
+                closed.append(True)
+
+        astream = guard().astream(aupstream())
+        await astream.__anext__()
+        await astream.aclose()
+        assert astream.verdict is not None
+
+    asyncio.run(run())
+    assert closed == [True, True]
