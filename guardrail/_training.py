@@ -59,7 +59,7 @@ class TrainConfig(BaseModel):
     )
     adapter_alpha: float = 32.0
     adapter_targets: list[str] = Field(default=["query", "key", "value", "dense"])
-    finetune_epochs: int = 5
+    finetune_epochs: int = 4
     finetune_lr: float = 1e-3
     finetune_head_lr: float = 1e-3
     finetune_batch_size: int = 16
