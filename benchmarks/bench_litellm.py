@@ -22,6 +22,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm fetches its cost map otherwise
 
+from bench_check import cpu_name  # noqa: E402
+
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "How can I sleep better?"}]
 # 138 characters: one scoring window with the default policy (chunk_size 200).
@@ -35,17 +37,6 @@ LONG_ANSWER = (
     "keeps you awake, then let it rest until morning. If poor sleep lasts for weeks, talk to your doctor, "
     "who can look for causes such as apnoea."
 )
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def summary(times_ms: list[float]) -> dict[str, float]:
