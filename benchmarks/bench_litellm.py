@@ -22,7 +22,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm fetches its cost map otherwise
 
-from bench_check import cpu_name  # noqa: E402
+from bench_check import cpu_name
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "How can I sleep better?"}]
