@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 from guardrail._engine import Engine, decide
 from guardrail._exceptions import (
+    AuditError,
     DataError,
     GuardrailError,
     GuardrailViolation,
@@ -64,6 +65,7 @@ __all__ = [
     "Action",
     "AsyncGuardedStream",
     "AsyncReask",
+    "AuditError",
     "DataError",
     "Decision",
     "Distance",

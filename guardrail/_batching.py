@@ -19,6 +19,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry.metrics import MeterProvider
+
+from guardrail._telemetry import batch_size_histogram
 from guardrail._types import Item, Scorer
 from guardrail._values import ValueVector
 
@@ -37,13 +40,22 @@ class MicroBatcher:
         max_batch: Most items scored in one call (a single larger request still goes whole).
         max_wait_ms: Longest time the first request of a batch waits for company; 0 takes only
             what is already queued, so a lone request is never delayed.
+        meter_provider: Provider for the ``guardrail.scorer.batch_size`` histogram of joint calls
+            (default: global).
 
     Example:
         >>> batcher = MicroBatcher(TransformerScorer(), max_batch=64, max_wait_ms=2)  # doctest: +SKIP
         >>> guard = Guard(scorer=batcher)  # doctest: +SKIP
     """
 
-    def __init__(self, scorer: Scorer, *, max_batch: int = 64, max_wait_ms: float = 2.0) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        *,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
@@ -53,6 +65,7 @@ class MicroBatcher:
         self.max_wait_ms = max_wait_ms
         self.batch_sizes: list[int] = []
         """Items per joint call, most recent last (bounded), for benchmarks and metrics."""
+        self._batch_size = batch_size_histogram(meter_provider)
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -124,6 +137,7 @@ class MicroBatcher:
     def _serve(self, batch: list[_Request]) -> None:
         items = [item for request in batch for item in request.items]
         self.batch_sizes = [*self.batch_sizes[-999:], len(items)]
+        self._batch_size.record(len(items))
         try:
             vectors = self.scorer.score(items)
             if len(vectors) != len(items):

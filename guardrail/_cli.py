@@ -331,6 +331,43 @@ def model_card(
 
 
 @app.command()
+def audit(
+    source: Annotated[
+        str, typer.Argument(help="A Phoenix base URL (with --project) or a file of spans (OTLP/JSON lines).")
+    ],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="The HTML report to write.")] = Path(
+        "audit-report.html"
+    ),
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Also write the figures as PNG files into this folder.")
+    ] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Phoenix project name (with a URL SOURCE).")] = None,
+    bucket: Annotated[
+        str | None, typer.Option("--bucket", help="Drift time bucket: 1m, 5m, 15m, 1h, 6h, 1d, 1w.")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML audit report of the guardrail spans in SOURCE."""
+    from guardrail._audit import load
+    from guardrail._report import render
+
+    try:
+        report = load(source, project)
+        written = render(report, out_file, png, bucket)
+    except GuardrailError as exc:
+        _fail(str(exc))
+    except ImportError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or out_file}: cannot write: {exc.strerror or exc}")
+    deployments, policies = len(report.deployments()), len(report.policies)
+    err.print(
+        f"{len(report.checks):,} checks, {deployments} deployment(s), {policies} policy version(s) -> "
+        + ", ".join(str(p) for p in written),
+        highlight=False,
+    )
+
+
+@app.command()
 def demo(policy: PolicyOpt = "default", device: DeviceOpt = "auto") -> None:
     """Run a short scripted chat through the guard on the embedded defaults."""
     from guardrail._demo import SCRIPT

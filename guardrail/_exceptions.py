@@ -11,6 +11,7 @@
     │   ├── ModelLoadError         model directory missing, unreadable or inconsistent
     │   └── ScoringTimeout         scoring took longer than the policy's ``timeout_ms``
     ├── DataError                  training / evaluation data missing or malformed
+    ├── AuditError                 an audit source (span file, Phoenix) missing, unreachable or unreadable
     └── GuardrailViolation         an outcome, not a fault: carries .verdict
 """
 
@@ -86,6 +87,10 @@ class ScoringTimeout(ScorerError):
 
 class DataError(GuardrailError):
     """Training or evaluation data is missing or malformed."""
+
+
+class AuditError(GuardrailError):
+    """``guardrail audit`` could not read its source: a span file or a Phoenix project."""
 
 
 class GuardrailViolation(GuardrailError):

@@ -11,6 +11,7 @@ from dataclasses import replace
 from os import PathLike
 from typing import Any, TypeVar
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from guardrail._batching import MicroBatcher
@@ -20,7 +21,7 @@ from guardrail._policy import Policy
 from guardrail._rewrite import Result, Strategy, reask, redact
 from guardrail._streaming import AsyncGuardedStream, GuardedStream
 from guardrail._telemetry import CheckTelemetry, capture_from_env
-from guardrail._types import Item, Scorer
+from guardrail._types import CheckRole, Item, Scorer
 from guardrail._values import ValueVector
 from guardrail._verdict import Rewrite, Verdict
 
@@ -55,9 +56,11 @@ class Guard:
         policy: A shipped policy name (``"default"``, ``"strict"``...), a YAML path, or a
             :class:`Policy`; default: ``$GUARDRAIL_POLICY``, else ``"default"``.
         scorer: Any :class:`Scorer`; default: the shipped :class:`TransformerScorer`.
-        tracer_provider: OpenTelemetry provider for ``guardrail.check`` spans (default: global).
-        capture_content: Record prompt and response text on spans; default: the
-            ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` environment variable.
+        tracer_provider: OpenTelemetry provider for the ``guardrail.*`` spans (default: global).
+        capture_content: Record prompt, answer and delivered text on spans; default: the policy's
+            ``capture_content``, else the ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
+            environment variable.
+        meter_provider: OpenTelemetry provider for the ``guardrail.*`` metrics (default: global).
 
     Example:
         >>> guard = Guard()  # doctest: +SKIP
@@ -73,6 +76,7 @@ class Guard:
         *,
         tracer_provider: TracerProvider | None = None,
         capture_content: bool | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self.policy = load_policy(default_policy() if policy is None else policy)
         self.engine = Engine(self.policy)
@@ -84,10 +88,13 @@ class Guard:
         settings = self.policy.scorer
         batching = built if settings.batching is None else settings.batching
         if batching and not isinstance(scorer, MicroBatcher):
-            scorer = MicroBatcher(scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
+            scorer = MicroBatcher(
+                scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, meter_provider=meter_provider
+            )
         self.scorer = scorer
-        capture = capture_from_env() if capture_content is None else capture_content
-        self._telemetry = CheckTelemetry(tracer_provider, capture)
+        if capture_content is None:
+            capture_content = capture_from_env() if self.policy.capture_content is None else self.policy.capture_content
+        self._telemetry = CheckTelemetry(tracer_provider, capture_content, meter_provider)
         self._timeout = self.policy.timeout_ms / 1000 if self.policy.timeout_ms else None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -110,14 +117,7 @@ class Guard:
         metadata: Mapping[str, Any] | None = None,
     ) -> list[Verdict]:
         """Check a batch in one scoring pass; one verdict per response, in order."""
-        items = self._items(responses, prompts)
-        start = (time.perf_counter(), time.time_ns())
-        try:
-            vectors: list[ValueVector] | None = self._score(items)
-            error = None
-        except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
-            vectors, error = None, self._describe(exc)
-        return self._finish(items, vectors, error, start, metadata)
+        return self._check_many(responses, prompts, metadata, "answer")
 
     async def acheck_many(
         self,
@@ -126,14 +126,7 @@ class Guard:
         metadata: Mapping[str, Any] | None = None,
     ) -> list[Verdict]:
         """Async twin of :meth:`check_many`."""
-        items = self._items(responses, prompts)
-        start = (time.perf_counter(), time.time_ns())
-        try:
-            vectors: list[ValueVector] | None = await asyncio.wait_for(self.scorer.ascore(items), self._timeout)
-            error = None
-        except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
-            vectors, error = None, self._describe(exc)
-        return self._finish(items, vectors, error, start, metadata)
+        return await self._acheck_many(responses, prompts, metadata, "answer")
 
     def enforce(
         self,
@@ -147,31 +140,19 @@ class Guard:
 
         ``allow``/``log`` deliver the response, ``block`` the policy's message, ``rewrite`` runs the
         action's strategy (``reask`` calls ``reask(previous, feedback)``; without it a reask falls
-        back) and ``verdict.rewrite`` records how it went.
+        back) and ``verdict.rewrite`` records how it went. One ``guardrail.enforce`` span holds the
+        check, any rewrite's re-asks and re-checks, and the final decision (and the delivered text
+        when content capture is on).
 
         Example:
             >>> verdict = guard.enforce(answer, prompt=question)  # doctest: +SKIP
             >>> send(verdict.output)  # doctest: +SKIP
         """
-        verdict = self.check(response, prompt, metadata)
-        strategy = self._strategy(verdict, response, can_ask=reask is not None)
-        if strategy is None:
-            return self._deliver(verdict, response)
-        reply: object = None
-        while True:
-            try:
-                request = strategy.send(reply)
-            except StopIteration as stop:
-                return self._rewritten(verdict, response, stop.value)
-            try:
-                if request[0] == "check":
-                    reply = self.check_many(request[1], [prompt] * len(request[1]), metadata)
-                else:
-                    assert reask is not None
-                    reply = reask(request[1], request[2])
-                    _check_text("reask() result", reply)
-            except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
-                return self._fallback(verdict, response, _failed(exc))
+        with self._telemetry.enforce_span() as span:
+            verdict = self.check(response, prompt, metadata)
+            verdict = self._carry_out(verdict, response, prompt, metadata, reask)
+            self._telemetry.record_enforced(span, verdict, prompt=prompt, response=response)
+        return verdict
 
     async def aenforce(
         self,
@@ -182,25 +163,11 @@ class Guard:
         reask: AsyncReask | None = None,
     ) -> Verdict:
         """Async twin of :meth:`enforce`; ``reask`` is awaited."""
-        verdict = await self.acheck(response, prompt, metadata)
-        strategy = self._strategy(verdict, response, can_ask=reask is not None)
-        if strategy is None:
-            return self._deliver(verdict, response)
-        reply: object = None
-        while True:
-            try:
-                request = strategy.send(reply)
-            except StopIteration as stop:
-                return self._rewritten(verdict, response, stop.value)
-            try:
-                if request[0] == "check":
-                    reply = await self.acheck_many(request[1], [prompt] * len(request[1]), metadata)
-                else:
-                    assert reask is not None
-                    reply = await reask(request[1], request[2])
-                    _check_text("reask() result", reply)
-            except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
-                return self._fallback(verdict, response, _failed(exc))
+        with self._telemetry.enforce_span() as span:
+            verdict = await self.acheck(response, prompt, metadata)
+            verdict = await self._acarry_out(verdict, response, prompt, metadata, reask)
+            self._telemetry.record_enforced(span, verdict, prompt=prompt, response=response)
+        return verdict
 
     def stream(
         self,
@@ -230,6 +197,90 @@ class Guard:
     ) -> AsyncGuardedStream[C]:
         """Async twin of :meth:`stream`."""
         return AsyncGuardedStream(self, chunks, prompt, metadata, text=text, rebuild=rebuild)
+
+    # -- twins behind the public ones ----------------------------------------------------
+
+    def _check_many(
+        self, responses: Sequence[str], prompts: Sequence[str | None] | None,
+        metadata: Mapping[str, Any] | None, role: CheckRole,
+    ) -> list[Verdict]:  # fmt: skip
+        items = self._items(responses, prompts)
+        start = (time.perf_counter(), time.time_ns())
+        self._count_batch(items)
+        try:
+            vectors: list[ValueVector] | None = self._score(items)
+            error = None
+        except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
+            vectors, error = None, self._describe(exc)
+        return self._finish(items, vectors, error, start, metadata, role)
+
+    async def _acheck_many(
+        self, responses: Sequence[str], prompts: Sequence[str | None] | None,
+        metadata: Mapping[str, Any] | None, role: CheckRole,
+    ) -> list[Verdict]:  # fmt: skip
+        items = self._items(responses, prompts)
+        start = (time.perf_counter(), time.time_ns())
+        self._count_batch(items)
+        try:
+            vectors: list[ValueVector] | None = await asyncio.wait_for(self.scorer.ascore(items), self._timeout)
+            error = None
+        except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
+            vectors, error = None, self._describe(exc)
+        return self._finish(items, vectors, error, start, metadata, role)
+
+    def _carry_out(
+        self, verdict: Verdict, response: str, prompt: str | None,
+        metadata: Mapping[str, Any] | None, reask: Reask | None,
+    ) -> Verdict:  # fmt: skip
+        strategy = self._strategy(verdict, response, can_ask=reask is not None)
+        if strategy is None:
+            return self._deliver(verdict, response)
+        reply: object = None
+        attempt = 0
+        with self._telemetry.rewrite_span(verdict.action.strategy if verdict.action else ""):
+            while True:
+                try:
+                    request = strategy.send(reply)
+                except StopIteration as stop:
+                    return self._rewritten(verdict, response, stop.value)
+                try:
+                    if request[0] == "check":
+                        reply = self._check_many(request[1], [prompt] * len(request[1]), metadata, request[2])
+                    else:
+                        assert reask is not None
+                        attempt += 1
+                        with self._telemetry.reask_span(attempt):
+                            reply = reask(request[1], request[2])
+                            _check_text("reask() result", reply)
+                except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
+                    return self._fallback(verdict, response, _failed(exc))
+
+    async def _acarry_out(
+        self, verdict: Verdict, response: str, prompt: str | None,
+        metadata: Mapping[str, Any] | None, reask: AsyncReask | None,
+    ) -> Verdict:  # fmt: skip
+        strategy = self._strategy(verdict, response, can_ask=reask is not None)
+        if strategy is None:
+            return self._deliver(verdict, response)
+        reply: object = None
+        attempt = 0
+        with self._telemetry.rewrite_span(verdict.action.strategy if verdict.action else ""):
+            while True:
+                try:
+                    request = strategy.send(reply)
+                except StopIteration as stop:
+                    return self._rewritten(verdict, response, stop.value)
+                try:
+                    if request[0] == "check":
+                        reply = await self._acheck_many(request[1], [prompt] * len(request[1]), metadata, request[2])
+                    else:
+                        assert reask is not None
+                        attempt += 1
+                        with self._telemetry.reask_span(attempt):
+                            reply = await reask(request[1], request[2])
+                            _check_text("reask() result", reply)
+                except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
+                    return self._fallback(verdict, response, _failed(exc))
 
     # -- shared, I/O-free ---------------------------------------------------------------
 
@@ -272,6 +323,11 @@ class Guard:
             _check_text("prompt" if len(responses) == 1 else f"prompts[{n}]", p, optional=True)
         return list(zip(prompts, responses))
 
+    def _count_batch(self, items: list[Item]) -> None:
+        # A MicroBatcher records the joint calls it makes, which is what the scorer really sees.
+        if not isinstance(self.scorer, MicroBatcher):
+            self._telemetry.batch_size.record(len(items))
+
     def _score(self, items: list[Item]) -> list[ValueVector]:
         if self._timeout is None:
             return self.scorer.score(items)
@@ -297,6 +353,7 @@ class Guard:
         error: str | None,
         start: tuple[float, int],
         metadata: Mapping[str, Any] | None,
+        role: CheckRole = "answer",
     ) -> list[Verdict]:
         if vectors is not None and len(vectors) != len(items):
             vectors, error = None, f"ScorerError: {len(vectors)} vectors for {len(items)} items"
@@ -313,7 +370,7 @@ class Guard:
                     verdict = _with_metadata(verdict, metadata)
                 self._telemetry.record(
                     span, verdict, model_id=self._model_id, device=self._device,
-                    prompt=prompt, response=response, metadata=metadata,
+                    prompt=prompt, response=response, metadata=metadata, role=role,
                 )  # fmt: skip
             verdicts.append(verdict)
         return verdicts

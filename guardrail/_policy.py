@@ -266,6 +266,11 @@ class Policy(_Model):
     timeout_ms: float | None = Field(default=None, gt=0, description="Scoring time limit.")
     streaming: Streaming = Field(default_factory=Streaming, description="How streamed answers are guarded.")
     scorer: ScorerSettings = Field(default_factory=ScorerSettings, description="How checks reach the scorer.")
+    capture_content: bool | None = Field(
+        default=None,
+        description="Record prompt, answer and delivered text on spans (capped at 4096 characters). null: follow "
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT; a Guard's capture_content argument overrides both.",
+    )
 
     @field_validator("thresholds")
     @classmethod

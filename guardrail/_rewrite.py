@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from guardrail._policy import Action
+from guardrail._types import CheckRole
 from guardrail._verdict import Verdict
 
-Checks = tuple[Literal["check"], list[str]]
-"""Request: check these texts (with the original prompt), send back their verdicts in order."""
+Checks = tuple[Literal["check"], list[str], CheckRole]
+"""Request: check these texts (with the original prompt) in this role, send back their verdicts in order."""
 Ask = tuple[Literal["ask"], str, str]
 """Request: ask the model again given (previous answer, feedback), send back the new answer."""
 
@@ -59,7 +60,7 @@ Strategy = Generator[Checks | Ask, object, Result]
 def redact(response: str, action: Action) -> Strategy:
     """Drop violating sentences; accept what remains if enough is left and it passes as a whole."""
     sentences = split_sentences(response)
-    verdicts = yield ("check", sentences)
+    verdicts = yield ("check", sentences, "sentence")
     assert isinstance(verdicts, list)
     kept = [s for s, v in zip(sentences, verdicts) if v.allowed]
     remainder = " ".join(kept)
@@ -67,7 +68,7 @@ def redact(response: str, action: Action) -> Strategy:
     if not kept or share < action.min_keep:
         reason = f"redaction would keep {share:.0%} of the answer, below min_keep {action.min_keep:.0%}"
         return Result(False, None, 1, None, reason)
-    [check] = yield ("check", [remainder])
+    [check] = yield ("check", [remainder], "redacted")
     assert isinstance(check, Verdict)
     if not check.allowed:
         return Result(False, None, 1, check, "the redacted answer still violates: " + check.explain())
@@ -83,7 +84,7 @@ def reask(response: str, first: Verdict, action: Action, can_ask: bool) -> Strat
     for attempt in range(1, action.max_attempts + 1):
         revision = yield ("ask", previous, feedback(verdict))
         assert isinstance(revision, str)
-        [verdict] = yield ("check", [revision])  # type: ignore[misc]
+        [verdict] = yield ("check", [revision], "revision")  # type: ignore[misc]
         assert isinstance(verdict, Verdict)
         if verdict.allowed:
             return Result(True, revision, attempt, verdict, f"revision {attempt} passed")

@@ -1,10 +1,23 @@
-"""OpenTelemetry spans for checks. Uses the API package only: with no SDK configured the spans
-are non-recording and every attribute computation below is skipped.
+"""OpenTelemetry spans and metrics for checks. Uses the API package only: with no SDK configured the
+spans are non-recording (every attribute computation below is skipped) and the instruments are no-ops.
 
-Span ``guardrail.check`` carries the policy, decision, action, the ten scores
-(``guardrail.value.<dim>``), violations, scorer model and device, and one
-``gen_ai.evaluation.result`` event per value (OpenTelemetry GenAI semantic conventions).
-Prompt and response text are recorded only when content capture is on.
+Spans (one trace reads: enforce, check, rewrite attempts, verdict)::
+
+    guardrail.enforce        CHAIN: Guard.enforce / aenforce; final decision, rewrite, delivered text
+    ├── guardrail.check      GUARDRAIL: policy, decision, action, scores, violations, evaluation events
+    └── guardrail.rewrite    CHAIN: strategy; only when the decision is a rewrite
+        ├── guardrail.reask  CHAIN: one re-ask of the model (the integration's model span nests here)
+        └── guardrail.check  the revision's re-check (guardrail.check.role = revision)
+
+``guardrail.check`` carries the policy, decision, action, the ten scores (``guardrail.value.<dim>``),
+violations with their margins, the deployment, the scorer model and device, and one
+``gen_ai.evaluation.result`` event per value (OpenTelemetry GenAI semantic conventions). Prompt,
+answer and delivered text are recorded only when content capture is on.
+
+Metrics: ``guardrail.checks`` (counter), ``guardrail.check.duration`` (ms), ``guardrail.value.score``
+(one histogram, attribute ``guardrail.value`` per dimension; recorded as score + 1 because
+OpenTelemetry histograms take no negative values), ``guardrail.scorer.batch_size`` and
+``guardrail.rewrites`` (counter).
 """
 
 from __future__ import annotations
@@ -14,17 +27,37 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
+from guardrail._types import CheckRole
 from guardrail._values import label_for
 from guardrail._verdict import Verdict
 
 SPAN_NAME = "guardrail.check"
+ENFORCE_SPAN = "guardrail.enforce"
+REWRITE_SPAN = "guardrail.rewrite"
+REASK_SPAN = "guardrail.reask"
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 CONTENT_LIMIT = 4096
 """Characters of prompt/response text kept on a span when content capture is on."""
 
+CHECKS = "guardrail.checks"
+CHECK_DURATION = "guardrail.check.duration"
+VALUE_SCORE = "guardrail.value.score"
+BATCH_SIZE = "guardrail.scorer.batch_size"
+REWRITES = "guardrail.rewrites"
+DEPLOYMENT_KEYS = ("deployment", "tenant")
+"""Metadata keys read, in this order, as the deployment recorded on spans and metrics."""
+
+SCORE_OFFSET = 1.0
+"""Added to a score before it is recorded: OpenTelemetry histograms drop negative values."""
+
+# Recorded scores live in [0, 2]; the SDK's default millisecond buckets would put them all in two.
+_SCORE_BUCKETS = tuple(round(0.1 * n, 1) for n in range(1, 20))
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_MS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 _SCALARS = (str, bool, int, float)
 
 
@@ -33,25 +66,95 @@ def capture_from_env() -> bool:
     return os.environ.get(CAPTURE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
+def deployment_of(metadata: Mapping[str, Any] | None) -> str | None:
+    """The deployment (or tenant) named in request metadata, as text; ``None`` when absent."""
+    for key in DEPLOYMENT_KEYS:
+        value = (metadata or {}).get(key)
+        if isinstance(value, _SCALARS) and value != "":
+            return str(value)
+    return None
+
+
+def _meter(meter_provider: MeterProvider | None) -> metrics.Meter:
+    from guardrail import __version__
+
+    return metrics.get_meter("value-guardrail", __version__, meter_provider=meter_provider)
+
+
+def batch_size_histogram(meter_provider: MeterProvider | None = None) -> Histogram:
+    """The ``guardrail.scorer.batch_size`` histogram: items per scorer call."""
+    return _meter(meter_provider).create_histogram(
+        BATCH_SIZE, unit="{response}", description="Responses scored in one scorer call.",
+        explicit_bucket_boundaries_advisory=_BATCH_BUCKETS,
+    )  # fmt: skip
+
+
 class CheckTelemetry:
-    """Opens one span per check and records a verdict on it.
+    """Opens the spans of checks and enforcement, records verdicts on them and in metrics.
 
     Args:
         tracer_provider: Provider to use; default: whatever the application set globally.
-        capture_content: Record prompt and response text (capped at ``CONTENT_LIMIT``).
+        capture_content: Record prompt, answer and delivered text (capped at ``CONTENT_LIMIT``).
+        meter_provider: Provider for the metrics; default: whatever the application set globally.
     """
 
-    def __init__(self, tracer_provider: TracerProvider | None = None, capture_content: bool = False) -> None:
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        capture_content: bool = False,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
         from guardrail import __version__
 
         self._tracer = trace.get_tracer("value-guardrail", __version__, tracer_provider=tracer_provider)
         self.capture_content = capture_content
+        meter = _meter(meter_provider)
+        self._checks = meter.create_counter(CHECKS, unit="{check}", description="Checked responses, by decision.")
+        self._duration = meter.create_histogram(
+            CHECK_DURATION, unit="ms", description="Time to check one response (its share of a batched call).",
+            explicit_bucket_boundaries_advisory=_MS_BUCKETS,
+        )  # fmt: skip
+        self._scores = meter.create_histogram(
+            VALUE_SCORE, unit="{score+1}",
+            description="Value score + 1, in [0, 2] (1: no connection); attribute guardrail.value names the value.",
+            explicit_bucket_boundaries_advisory=_SCORE_BUCKETS,
+        )  # fmt: skip
+        self._rewrites = meter.create_counter(
+            REWRITES, unit="{rewrite}", description="Rewrites carried out, by outcome."
+        )
+        self.batch_size = batch_size_histogram(meter_provider)
+
+    # -- spans ----------------------------------------------------------------------------
 
     @contextmanager
     def span(self, start_time: int | None = None) -> Iterator[Span]:
         """A ``guardrail.check`` span, current for the block; ``start_time`` (ns) when scoring began."""
         with self._tracer.start_as_current_span(SPAN_NAME, start_time=start_time, record_exception=False) as span:
             yield span
+
+    @contextmanager
+    def enforce_span(self) -> Iterator[Span]:
+        """A ``guardrail.enforce`` span around a check and whatever carrying out its decision takes."""
+        with self._tracer.start_as_current_span(ENFORCE_SPAN) as span:
+            if span.is_recording():
+                span.set_attribute("openinference.span.kind", "CHAIN")
+            yield span
+
+    @contextmanager
+    def rewrite_span(self, strategy: str) -> Iterator[Span]:
+        """A ``guardrail.rewrite`` span around a rewrite's re-asks and re-checks."""
+        attrs = {"openinference.span.kind": "CHAIN", "guardrail.rewrite.strategy": strategy}
+        with self._tracer.start_as_current_span(REWRITE_SPAN, attributes=attrs) as span:
+            yield span
+
+    @contextmanager
+    def reask_span(self, attempt: int) -> Iterator[Span]:
+        """A ``guardrail.reask`` span around one call of the integration's re-ask function."""
+        attrs = {"openinference.span.kind": "CHAIN", "guardrail.rewrite.attempt": attempt}
+        with self._tracer.start_as_current_span(REASK_SPAN, attributes=attrs) as span:
+            yield span
+
+    # -- recording ------------------------------------------------------------------------
 
     def record(
         self,
@@ -63,15 +166,17 @@ class CheckTelemetry:
         prompt: str | None,
         response: str,
         metadata: Mapping[str, Any] | None,
+        role: CheckRole = "answer",
     ) -> None:
-        """Put the verdict's attributes and evaluation events on ``span``."""
+        """Count the verdict in the metrics and put its attributes and evaluation events on ``span``."""
+        deployment = deployment_of(metadata)
+        self._measure(verdict, deployment, role)
         if not span.is_recording():
             return
         attrs: dict[str, Any] = {
             "openinference.span.kind": "GUARDRAIL",
-            "guardrail.policy.name": verdict.policy_name,
-            "guardrail.policy.version": verdict.policy_version,
-            "guardrail.policy.hash": verdict.policy_hash,
+            "guardrail.check.role": role,
+            **self._policy_attrs(verdict, deployment),
             "guardrail.mode": verdict.mode,
             "guardrail.decision": verdict.decision,
             "guardrail.intended_decision": verdict.intended,
@@ -80,6 +185,7 @@ class CheckTelemetry:
             "guardrail.scorer.model": model_id,
             "guardrail.scorer.device": device,
             "guardrail.violations": [v.rule for v in verdict.violations],
+            "guardrail.violation_margins": [v.margin for v in verdict.violations],
             "guardrail.violation_messages": [v.message for v in verdict.violations],
         }
         if verdict.action is not None:
@@ -109,3 +215,66 @@ class CheckTelemetry:
         if verdict.error:
             span.set_attribute("guardrail.error", verdict.error)
             span.set_status(Status(StatusCode.ERROR, verdict.error))
+
+    def record_enforced(self, span: Span, verdict: Verdict, *, prompt: str | None, response: str) -> None:
+        """Put what enforcing ``verdict`` ended in on its ``guardrail.enforce`` span, and count rewrites."""
+        deployment = deployment_of(verdict.metadata)
+        rewrite = verdict.rewrite
+        if rewrite is not None:
+            self._rewrites.add(1, {
+                "guardrail.rewrite.strategy": rewrite.strategy,
+                "guardrail.rewrite.accepted": rewrite.accepted,
+                "guardrail.final_decision": rewrite.final_decision,
+                "guardrail.policy.name": verdict.policy_name,
+                **({"guardrail.deployment": deployment} if deployment else {}),
+            })  # fmt: skip
+        if not span.is_recording():
+            return
+        attrs: dict[str, Any] = {
+            **self._policy_attrs(verdict, deployment),
+            "guardrail.decision": verdict.decision,
+            "guardrail.final_decision": verdict.final_decision,
+            "guardrail.altered": verdict.altered,
+        }
+        if rewrite is not None:
+            attrs |= {
+                "guardrail.rewrite.strategy": rewrite.strategy,
+                "guardrail.rewrite.attempts": rewrite.attempts,
+                "guardrail.rewrite.accepted": rewrite.accepted,
+                "guardrail.rewrite.reason": rewrite.reason,
+            }
+            if rewrite.fallback is not None:
+                attrs["guardrail.rewrite.fallback"] = rewrite.fallback
+        if self.capture_content:
+            if prompt is not None:
+                attrs["guardrail.prompt"] = prompt[:CONTENT_LIMIT]
+            attrs["guardrail.response"] = response[:CONTENT_LIMIT]
+            if verdict.output is not None:
+                attrs["guardrail.output"] = verdict.output[:CONTENT_LIMIT]
+        span.set_attributes(attrs)
+
+    @staticmethod
+    def _policy_attrs(verdict: Verdict, deployment: str | None) -> dict[str, Any]:
+        attrs = {
+            "guardrail.policy.name": verdict.policy_name,
+            "guardrail.policy.version": verdict.policy_version,
+            "guardrail.policy.hash": verdict.policy_hash,
+        }
+        if deployment is not None:
+            attrs["guardrail.deployment"] = deployment
+        return attrs
+
+    def _measure(self, verdict: Verdict, deployment: str | None, role: CheckRole) -> None:
+        common = {"guardrail.policy.name": verdict.policy_name}
+        if deployment is not None:
+            common["guardrail.deployment"] = deployment
+        self._checks.add(1, {
+            **common,
+            "guardrail.policy.version": verdict.policy_version,
+            "guardrail.decision": verdict.decision,
+            "guardrail.check.role": role,
+        })  # fmt: skip
+        self._duration.record(verdict.latency_ms, {**common, "guardrail.check.role": role})
+        if verdict.scores is not None:
+            for name, score in verdict.scores.to_dict().items():
+                self._scores.record(score + SCORE_OFFSET, {**common, "guardrail.value": name})

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 from guardrail._values import ValueVector
 
 Item: TypeAlias = tuple[str | None, str]
 """One thing to score: (prompt or None, response)."""
+
+CheckRole: TypeAlias = Literal["answer", "revision", "sentence", "redacted"]
+"""Why a check ran: the answer itself, or a rewrite's re-check (a revision, a sentence, the redacted rest)."""
 
 
 @runtime_checkable

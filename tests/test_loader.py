@@ -57,7 +57,7 @@ GOLDEN: dict[str, tuple[type[PolicyError], str]] = {
         (
             "invalid/unknown_top_level_key.yaml:3:1  rules  unknown key 'rules'; allowed: name, "
             "version, description, extends, mode, thresholds, regions, actions, on_error, "
-            "error_action, timeout_ms, streaming, scorer"
+            "error_action, timeout_ms, streaming, scorer, capture_content"
         ),
     ),
     "missing_extends": (

@@ -190,3 +190,154 @@ def test_no_provider_is_a_no_op() -> None:
     assert guard.check("bad").decision == "block"
     assert asyncio.run(guard.acheck("fine")).decision == "allow"
     assert guard.check_many(["bad", "fine"], metadata={"k": "v"})[1].decision == "allow"
+
+
+# -- deployment, margins, roles, enforcement spans ------------------------------------------------
+
+REWRITE = Policy(
+    name="rw",
+    version="2",
+    thresholds={"benevolence": {"min": -0.3, "action": "soften"}},
+    actions={"soften": {"type": "rewrite", "strategy": "reask", "max_attempts": 2, "fallback": "block"}},
+)
+
+
+def by_name(exporter: InMemorySpanExporter) -> dict[str, list[ReadableSpan]]:
+    out: dict[str, list[ReadableSpan]] = {}
+    for span in exporter.get_finished_spans():
+        out.setdefault(span.name, []).append(span)
+    return out
+
+
+def attrs_of(span: ReadableSpan) -> dict[str, Any]:
+    assert span.attributes is not None
+    return dict(span.attributes)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [({"deployment": "bot"}, "bot"), ({"tenant": "acme"}, "acme"), ({"deployment": "a", "tenant": "b"}, "a"),
+     ({"deployment": 7}, "7"), ({"user": "u"}, None), (None, None)],
+)  # fmt: skip
+def test_deployment_attribute(exporter: InMemorySpanExporter, metadata: Any, expected: str | None) -> None:
+    make_guard(exporter).check("bad", metadata=metadata)
+    assert attrs_of(only_span(exporter)).get("guardrail.deployment") == expected
+
+
+def test_violation_margins_and_role(exporter: InMemorySpanExporter) -> None:
+    verdict = make_guard(exporter).check("bad")
+    attrs = attrs_of(only_span(exporter))
+    assert tuple(attrs["guardrail.violation_margins"]) == pytest.approx([v.margin for v in verdict.violations])
+    assert attrs["guardrail.check.role"] == "answer"
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["enforce", "aenforce"])
+def test_enforce_span_holds_check_rewrite_and_reasks(exporter: InMemorySpanExporter, use_async: bool) -> None:
+    revisions = iter(["still bad", "kind now"])
+    guard = make_guard(exporter, REWRITE, capture_content=True)
+    guard.scorer.table["still bad"] = BAD  # type: ignore[attr-defined]
+    metadata = {"deployment": "bot"}
+    if use_async:
+
+        async def areask(previous: str, feedback: str) -> str:
+            return next(revisions)
+
+        verdict = asyncio.run(guard.aenforce("bad", "the prompt", metadata, reask=areask))
+    else:
+        verdict = guard.enforce("bad", "the prompt", metadata, reask=lambda previous, feedback: next(revisions))
+    assert verdict.final_decision == "rewrite" and verdict.output == "kind now"
+    spans = by_name(exporter)
+    [enforce], [rewrite] = spans["guardrail.enforce"], spans["guardrail.rewrite"]
+    checks, reasks = spans["guardrail.check"], spans["guardrail.reask"]
+    assert enforce.parent is None
+    assert rewrite.parent is not None and rewrite.parent.span_id == enforce.context.span_id
+    first = [c for c in checks if attrs_of(c)["guardrail.check.role"] == "answer"]
+    revised = [c for c in checks if attrs_of(c)["guardrail.check.role"] == "revision"]
+    assert len(first) == 1 and first[0].parent is not None and first[0].parent.span_id == enforce.context.span_id
+    assert len(revised) == 2 and all(
+        c.parent is not None and c.parent.span_id == rewrite.context.span_id for c in revised
+    )
+    assert [attrs_of(r)["guardrail.rewrite.attempt"] for r in reasks] == [1, 2]
+    assert all(r.parent is not None and r.parent.span_id == rewrite.context.span_id for r in reasks)
+    attrs = attrs_of(enforce)
+    assert attrs["openinference.span.kind"] == "CHAIN"
+    assert attrs["guardrail.policy.name"] == "rw" and attrs["guardrail.policy.version"] == "2"
+    assert attrs["guardrail.policy.hash"] == REWRITE.content_hash()
+    assert attrs["guardrail.deployment"] == "bot"
+    assert (attrs["guardrail.decision"], attrs["guardrail.final_decision"]) == ("rewrite", "rewrite")
+    assert attrs["guardrail.altered"] is True
+    assert attrs["guardrail.rewrite.strategy"] == "reask"
+    assert attrs["guardrail.rewrite.attempts"] == 2
+    assert attrs["guardrail.rewrite.accepted"] is True
+    assert attrs["guardrail.rewrite.reason"] == "revision 2 passed"
+    assert "guardrail.rewrite.fallback" not in attrs
+    assert (attrs["guardrail.prompt"], attrs["guardrail.response"], attrs["guardrail.output"]) == (
+        "the prompt", "bad", "kind now",
+    )  # fmt: skip
+
+
+def test_enforce_records_fallback_and_failed_reask(exporter: InMemorySpanExporter) -> None:
+    def broken(previous: str, feedback: str) -> str:
+        raise ConnectionError("model down")
+
+    verdict = make_guard(exporter, REWRITE).enforce("bad", metadata={"tenant": "t1"}, reask=broken)
+    assert verdict.final_decision == "block"
+    spans = by_name(exporter)
+    attrs = attrs_of(spans["guardrail.enforce"][0])
+    assert attrs["guardrail.final_decision"] == "block"
+    assert attrs["guardrail.rewrite.accepted"] is False
+    assert attrs["guardrail.rewrite.fallback"] == "block"
+    assert attrs["guardrail.rewrite.reason"] == "re-ask failed: ConnectionError: model down"
+    assert attrs["guardrail.deployment"] == "t1"
+    assert "guardrail.output" not in attrs  # capture is off
+    [reask] = spans["guardrail.reask"]
+    assert reask.status.status_code is StatusCode.ERROR
+    assert [e.name for e in reask.events] == ["exception"]
+
+
+def test_enforce_allow_has_no_rewrite_span(exporter: InMemorySpanExporter) -> None:
+    verdict = make_guard(exporter).enforce("fine")
+    assert verdict.output == "fine"
+    spans = by_name(exporter)
+    assert set(spans) == {"guardrail.enforce", "guardrail.check"}
+    attrs = attrs_of(spans["guardrail.enforce"][0])
+    assert (attrs["guardrail.final_decision"], attrs["guardrail.altered"]) == ("allow", False)
+    assert not any(k.startswith("guardrail.rewrite") for k in attrs)
+
+
+def test_redact_rechecks_have_their_roles(exporter: InMemorySpanExporter) -> None:
+    policy = Policy(
+        name="rd", thresholds={"benevolence": {"min": -0.3, "action": "cut"}},
+        actions={"cut": {"type": "rewrite", "strategy": "redact", "min_keep": 0.1}},
+    )  # fmt: skip
+    guard = make_guard(exporter, policy)
+    guard.scorer.table.update({"bad.": BAD, "bad. And fine.": BAD})  # type: ignore[attr-defined]
+    verdict = guard.enforce("bad. And fine.")
+    assert verdict.final_decision == "rewrite" and verdict.output == "And fine."
+    roles = [attrs_of(s)["guardrail.check.role"] for s in by_name(exporter)["guardrail.check"]]
+    assert sorted(roles) == ["answer", "redacted", "sentence", "sentence"]
+    assert "guardrail.reask" not in by_name(exporter)
+
+
+@pytest.mark.parametrize(
+    ("policy_capture", "env", "argument", "captured"),
+    [(True, "", None, True), (False, "true", None, False), (None, "true", None, True), (None, "", None, False),
+     (True, "", False, False), (False, "", True, True)],
+)  # fmt: skip
+def test_policy_capture_switch(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch,
+    policy_capture: bool | None, env: str, argument: bool | None, captured: bool,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(CAPTURE_ENV, env)
+    policy = POLICY.model_copy(update={"capture_content": policy_capture})
+    make_guard(exporter, policy, capture_content=argument).check("the answer")
+    assert ("guardrail.response" in attrs_of(only_span(exporter))) is captured
+
+
+def test_policy_capture_loads_from_yaml(tmp_path: Any) -> None:
+    from guardrail import load_policy
+
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nextends: default\ncapture_content: true\n", encoding="utf-8")
+    assert load_policy(path).capture_content is True
+    assert load_policy("default").capture_content is None

@@ -1,0 +1,353 @@
+"""``guardrail audit``: read guardrail spans back from a file or Phoenix and summarise them.
+
+Sources:
+
+- a file of spans: OTLP/JSON documents (one per line as ``telemetry.configure(exporter="file")`` and
+  the Collector's file exporter write them, or one whole document), the JSON objects the SDK's
+  console exporter prints, or a Phoenix REST ``{"data": [...]}`` body;
+- a Phoenix server (``http(s)://...`` with a project name), read through its REST API.
+
+A check is a ``guardrail.check`` span of role ``answer`` (a rewrite's re-checks are counted apart);
+its ``guardrail.enforce`` parent, when there is one, says what was finally delivered. Rendering
+lives in ``_report.py``; this module is stdlib and numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlencode
+from urllib.request import Request, urlopen
+
+from guardrail._exceptions import AuditError
+from guardrail._otlpjson import SpanRecord, decode, is_otlp
+from guardrail._telemetry import ENFORCE_SPAN, SPAN_NAME
+from guardrail._values import VALUES
+
+DECISIONS = ("allow", "log", "rewrite", "block")
+NO_DEPLOYMENT = "(none)"
+BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400, "1w": 604800}
+"""Drift bucket sizes, in seconds, by the names ``--bucket`` takes."""
+PHOENIX_PAGE = 1000  # the most Phoenix's span endpoint returns per page
+
+
+@dataclass(frozen=True)
+class Check:
+    """One checked answer as the audit sees it."""
+
+    time_ns: int
+    trace_id: str
+    policy_name: str
+    policy_version: str
+    policy_hash: str
+    deployment: str
+    decision: str
+    final_decision: str
+    scores: tuple[float, ...] | None
+    """The ten scores in ``VALUES`` order; ``None`` when scoring failed."""
+    violations: tuple[tuple[str, float | None], ...] = ()
+    """(rule, margin) per violated rule; margin ``None`` for spans written before margins were recorded."""
+    error: str | None = None
+    prompt: str | None = None
+    response: str | None = None
+    output: str | None = None
+    rewrite: str | None = None
+    """How a rewrite went, e.g. ``reask: 2 attempts, accepted``."""
+
+    @property
+    def policy(self) -> str:
+        """``name vVERSION``."""
+        return f"{self.policy_name} v{self.policy_version}"
+
+
+@dataclass
+class Audit:
+    """Every check read from a source, oldest first, with the counts the report shows."""
+
+    source: str
+    checks: list[Check]
+    rechecks: int = 0
+    """Re-checks a rewrite made (revisions, sentences), not counted as checks."""
+    policies: dict[tuple[str, str, str], tuple[int, int, int]] = field(default_factory=dict)
+    """(name, version, hash) -> (checks, first ns, last ns)."""
+
+    def decisions_by(self) -> list[tuple[str, str, Counter[str]]]:
+        """(policy, deployment, final decisions counted) rows, most checks first."""
+        groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        for check in self.checks:
+            groups[check.policy, check.deployment][check.final_decision] += 1
+        rows = [(p, d, c) for (p, d), c in groups.items()]
+        return sorted(rows, key=lambda row: (-sum(row[2].values()), row[0], row[1]))
+
+    def top_rules(self, limit: int = 10) -> list[tuple[str, int, float | None]]:
+        """(rule, checks violating it, median margin) for the most violated rules."""
+        margins: dict[str, list[float]] = defaultdict(list)
+        counts: Counter[str] = Counter()
+        for check in self.checks:
+            for rule, margin in check.violations:
+                counts[rule] += 1
+                if margin is not None:
+                    margins[rule].append(margin)
+        return [
+            (rule, n, statistics.median(margins[rule]) if margins[rule] else None)
+            for rule, n in counts.most_common(limit)
+        ]
+
+    def deployments(self) -> list[str]:
+        """Deployments by number of checks, most first."""
+        return [d for d, _ in Counter(c.deployment for c in self.checks).most_common()]
+
+    def scored(self, deployment: str | None = None) -> list[Check]:
+        """Checks with scores, optionally of one deployment."""
+        return [c for c in self.checks if c.scores is not None and deployment in (None, c.deployment)]
+
+
+def load(source: str, project: str | None = None) -> Audit:
+    """Read the checks from a span file or a Phoenix base URL (which needs ``project``).
+
+    Raises:
+        AuditError: The file is missing or holds no guardrail spans, or Phoenix cannot be read.
+    """
+    if source.startswith(("http://", "https://")):
+        if not project:
+            raise AuditError(f"{source} is a Phoenix URL: name the project with --project")
+        spans = list(phoenix_spans(source, project))
+        where = f"Phoenix project {project!r} at {source}"
+    else:
+        if project:
+            raise AuditError("--project goes with a Phoenix URL, not with a span file")
+        spans = list(read_span_file(Path(source)))
+        where = source
+    audit = build(spans, where)
+    if not audit.checks:
+        raise AuditError(f"{where}: no guardrail.check spans found ({len(spans)} spans read)")
+    return audit
+
+
+# -- sources ----------------------------------------------------------------------------------
+
+
+def read_span_file(path: Path) -> Iterator[SpanRecord]:
+    """Spans from a file of OTLP/JSON documents, console-exporter objects or a Phoenix body."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    decoder = json.JSONDecoder()
+    position, length = 0, len(text)
+    while True:
+        while position < length and text[position].isspace():
+            position += 1
+        if position >= length:
+            return
+        try:
+            document, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            raise AuditError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+        yield from spans_in(document)
+
+
+def spans_in(document: Any) -> Iterator[SpanRecord]:
+    """The spans in one decoded JSON value, whichever of the known forms it takes."""
+    if isinstance(document, list):
+        for item in document:
+            yield from spans_in(item)
+    elif isinstance(document, Mapping):
+        if is_otlp(document):
+            yield from decode(document)
+        elif isinstance(document.get("data"), list):
+            yield from spans_in(document["data"])
+        elif isinstance(document.get("attributes"), list) and "span_id" in document:
+            yield from decode({"resource_spans": [{"scope_spans": [{"spans": [document]}]}]})  # Phoenix otlpv1
+        elif "name" in document and isinstance(document.get("context"), Mapping):
+            yield _flat_span(document)
+
+
+def _flat_span(obj: Mapping[str, Any]) -> SpanRecord:
+    # The SDK console exporter's and Phoenix REST's shape: flat attributes, ids in context, ISO times.
+    context = obj["context"]
+    attributes = dict(obj.get("attributes") or {})
+    if obj.get("span_kind") and "openinference.span.kind" not in attributes:
+        attributes["openinference.span.kind"] = obj["span_kind"]  # Phoenix moves it out of the attributes
+    status = obj.get("status_code") or (obj.get("status") or {}).get("status_code") or "UNSET"
+    resource = obj.get("resource") or {}
+    return SpanRecord(
+        name=str(obj["name"]),
+        trace_id=_bare_id(context.get("trace_id")),
+        span_id=_bare_id(context.get("span_id")),
+        parent_id=_bare_id(obj.get("parent_id")) or None,
+        start_ns=_iso_ns(obj.get("start_time")),
+        end_ns=_iso_ns(obj.get("end_time")),
+        attributes=attributes,
+        events=tuple((str(e.get("name", "")), dict(e.get("attributes") or {})) for e in obj.get("events") or []),
+        status=str(status),
+        resource=dict(resource.get("attributes") or {}) if isinstance(resource, Mapping) else {},
+    )
+
+
+def _bare_id(raw: Any) -> str:
+    return str(raw or "").lower().removeprefix("0x")
+
+
+def _iso_ns(raw: Any) -> int:
+    if not raw:
+        return 0
+    stamp = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return int(stamp.timestamp() * 1_000_000) * 1000
+
+
+def phoenix_spans(base_url: str, project: str) -> Iterator[SpanRecord]:
+    """The guardrail spans of a Phoenix project, page by page (``PHOENIX_API_KEY`` if auth is on)."""
+    headers = {"accept": "application/json"}
+    if os.environ.get("PHOENIX_API_KEY"):
+        headers["authorization"] = f"Bearer {os.environ['PHOENIX_API_KEY']}"
+    base = base_url.rstrip("/")
+    cursor: str | None = None
+    while True:
+        params = [("limit", str(PHOENIX_PAGE)), ("name", SPAN_NAME), ("name", ENFORCE_SPAN)]
+        if cursor:
+            params.append(("cursor", cursor))
+        url = f"{base}/v1/projects/{quote(project, safe='')}/spans?{urlencode(params)}"
+        try:
+            with urlopen(Request(url, headers=headers), timeout=60) as reply:
+                body = json.load(reply)
+        except HTTPError as exc:
+            exc.close()  # an HTTPError holds the open response
+            if exc.code == 404:
+                raise AuditError(f"Phoenix at {base_url} has no project {project!r} (or no spans in it yet)") from exc
+            raise AuditError(f"Phoenix at {base_url} answered {exc.code} {exc.reason} for {url}") from exc
+        except (URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise AuditError(f"cannot reach Phoenix at {base_url}: {reason}") from exc
+        page = body.get("data") or []
+        yield from spans_in(page)
+        cursor = body.get("next_cursor")
+        if not cursor or not page:
+            return
+
+
+# -- from spans to checks ---------------------------------------------------------------------
+
+
+def build(spans: Iterable[SpanRecord], source: str) -> Audit:
+    """Turn spans into checks: one per ``guardrail.check`` span of role ``answer``, oldest first."""
+    unique = {(s.trace_id, s.span_id): s for s in spans}  # a file may hold a span twice
+    enforce = {s.span_id: s for s in unique.values() if s.name == ENFORCE_SPAN}
+    checks, rechecks = [], 0
+    for span in unique.values():
+        if span.name != SPAN_NAME:
+            continue
+        if span.attributes.get("guardrail.check.role", "answer") != "answer":
+            rechecks += 1
+            continue
+        parent = enforce.get(span.parent_id or "")
+        checks.append(_check(span, parent))
+    checks.sort(key=lambda c: c.time_ns)
+    policies: dict[tuple[str, str, str], tuple[int, int, int]] = {}
+    for check in checks:
+        key = (check.policy_name, check.policy_version, check.policy_hash)
+        n, first, last = policies.get(key, (0, check.time_ns, check.time_ns))
+        policies[key] = (n + 1, min(first, check.time_ns), max(last, check.time_ns))
+    return Audit(source, checks, rechecks, policies)
+
+
+def _check(span: SpanRecord, parent: SpanRecord | None) -> Check:
+    attrs = span.attributes
+    outer = parent.attributes if parent is not None else {}
+    raw_scores = [attrs.get(f"guardrail.value.{v}") for v in VALUES]
+    scores = tuple(float(s) for s in raw_scores) if all(isinstance(s, (int, float)) for s in raw_scores) else None
+    rules = list(attrs.get("guardrail.violations") or [])
+    margins = list(attrs.get("guardrail.violation_margins") or [])
+    margins += [None] * (len(rules) - len(margins))
+    decision = str(attrs.get("guardrail.decision", "unknown"))
+    rewrite = None
+    if "guardrail.rewrite.strategy" in outer:
+        outcome = (
+            "accepted"
+            if outer.get("guardrail.rewrite.accepted")
+            else f"fell back to {outer.get('guardrail.rewrite.fallback')}"
+        )
+        rewrite = (
+            f"{outer['guardrail.rewrite.strategy']}: {outer.get('guardrail.rewrite.attempts', 0)} attempts, {outcome}"
+        )
+    return Check(
+        time_ns=span.start_ns,
+        trace_id=span.trace_id,
+        policy_name=str(attrs.get("guardrail.policy.name", "?")),
+        policy_version=str(attrs.get("guardrail.policy.version", "?")),
+        policy_hash=str(attrs.get("guardrail.policy.hash", "")),
+        deployment=str(attrs.get("guardrail.deployment") or outer.get("guardrail.deployment") or NO_DEPLOYMENT),
+        decision=decision,
+        final_decision=str(outer.get("guardrail.final_decision", decision)),
+        scores=scores,
+        violations=tuple((str(r), float(m) if isinstance(m, (int, float)) else None) for r, m in zip(rules, margins)),
+        error=attrs.get("guardrail.error"),
+        prompt=attrs.get("guardrail.prompt", outer.get("guardrail.prompt")),
+        response=attrs.get("guardrail.response", outer.get("guardrail.response")),
+        output=outer.get("guardrail.output"),
+        rewrite=rewrite,
+    )
+
+
+# -- numbers the figures plot -------------------------------------------------------------------
+
+
+def mean_profile(checks: list[Check]) -> list[float]:
+    """Mean score per value over checks with scores, in ``VALUES`` order."""
+    rows = [c.scores for c in checks if c.scores is not None]
+    return [statistics.fmean(col) for col in zip(*rows)] if rows else [0.0] * len(VALUES)
+
+
+def pca(checks: list[Check]) -> tuple[Any, Any, Any]:
+    """Project scored checks on their first two principal components.
+
+    Returns:
+        (points n x 2, loadings 10 x 2, explained variance ratio of the two components).
+    """
+    import numpy as np
+
+    matrix = np.array([c.scores for c in checks if c.scores is not None], dtype=float)
+    centred = matrix - matrix.mean(axis=0)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    variance = singular**2
+    total = float(variance.sum()) or 1.0
+    axes = components[:2]
+    # A component's sign is arbitrary: point each one the way its largest loading points, so reruns agree.
+    for row in axes:
+        if row[np.argmax(np.abs(row))] < 0:
+            row *= -1
+    ratio = variance[:2] / total
+    if len(ratio) < 2:
+        axes, ratio = np.vstack([axes, np.zeros((2 - len(axes), len(VALUES)))]), np.pad(ratio, (0, 2 - len(ratio)))
+    return centred @ axes.T, axes.T, ratio
+
+
+def pick_bucket(checks: list[Check], bucket: str | None = None) -> int:
+    """Drift bucket in seconds: the named one, else the smallest leaving at most 40 buckets."""
+    if bucket is not None:
+        if bucket not in BUCKETS:
+            raise AuditError(f"unknown bucket {bucket!r}; use one of: {', '.join(BUCKETS)}")
+        return BUCKETS[bucket]
+    span_s = (checks[-1].time_ns - checks[0].time_ns) / 1e9 if checks else 0
+    return next((size for size in BUCKETS.values() if span_s / size <= 40), max(BUCKETS.values()))
+
+
+def drift(checks: list[Check], bucket_s: int) -> tuple[list[datetime], list[list[float]]]:
+    """(bucket start times, mean scores per bucket in ``VALUES`` order) over scored checks."""
+    groups: dict[int, list[Check]] = defaultdict(list)
+    for check in checks:
+        if check.scores is not None:
+            groups[int(check.time_ns // 1_000_000_000 // bucket_s)].append(check)
+    keys = sorted(groups)
+    times = [datetime.fromtimestamp(k * bucket_s, tz=timezone.utc) for k in keys]
+    return times, [mean_profile(groups[k]) for k in keys]
