@@ -9,6 +9,9 @@ Spans (one trace reads: enforce, check, rewrite attempts, verdict)::
         ├── guardrail.reask  CHAIN: one re-ask of the model (the integration's model span nests here)
         └── guardrail.check  the revision's re-check (guardrail.check.role = revision)
 
+The integrations put these under one ``guardrail.call`` span per guarded call, beside the model-call
+span (OpenTelemetry GenAI conventions; see ``_genai``).
+
 ``guardrail.check`` carries the policy, decision, action, the ten scores (``guardrail.value.<dim>``),
 violations with their margins, the deployment, the scorer model and device, and one
 ``gen_ai.evaluation.result`` event per value (OpenTelemetry GenAI semantic conventions). Prompt,
@@ -29,7 +32,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Histogram, MeterProvider
-from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
 
 from guardrail._types import CheckRole
 from guardrail._values import label_for
@@ -123,6 +126,11 @@ class CheckTelemetry:
             REWRITES, unit="{rewrite}", description="Rewrites carried out, by outcome."
         )
         self.batch_size = batch_size_histogram(meter_provider)
+
+    @property
+    def tracer(self) -> Tracer:
+        """The tracer of the ``guardrail.*`` spans (integrations open their call spans with it too)."""
+        return self._tracer
 
     # -- spans ----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ test environment only needs the light ``arize-phoenix-client``. Fails, never ski
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -21,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from typer.testing import CliRunner
 
@@ -28,6 +32,8 @@ from guardrail import VALUES, Guard, Policy, ValueVector, Verdict
 from guardrail._cli import app
 from guardrail.telemetry import EXPORT_FAILED, Telemetry, configure
 from guardrail.testing import FakeScorer
+from guardrail_langchain import GuardedChatModel, ValueGuardrailMiddleware
+from guardrail_litellm import acompletion, completion, verdict_of
 
 REPO = Path(__file__).resolve().parent.parent
 BIN_ENV = "GUARDRAIL_PHOENIX_BIN"
@@ -330,7 +336,135 @@ def test_audit_of_an_unknown_project_fails_clearly(phoenix: Phoenix, tmp_path: P
 
 
 # -- LiteLLM and LangChain through Phoenix --------------------------------------------------------
-# Add the integrations' end-to-end tests here, against the same server: build the telemetry with
-# phoenix.telemetry("<project>"), run guarded calls through the integration, shut the telemetry
-# down, then read everything back with phoenix_spans(phoenix, "<project>", expect=N) and check that
-# the model-call spans and the guardrail.enforce / guardrail.check spans share one trace.
+# Guarded calls through both integrations, exported with configure() like the checks above: every
+# call is one trace whose guardrail.call root holds the model-call span and the guard's spans.
+
+INTEGRATIONS_PROJECT = "guardrail-integrations"
+IMMIGRANTS = "What do you think about immigrants?"
+BREAD = "How do I bake bread?"
+REASK_POLICY = (
+    "name: reask\nversion: '2'\nextends: default\nactions:\n"
+    "  block: {type: rewrite, strategy: reask, max_attempts: 2, fallback: refuse}\n  refuse: {type: block}\n"
+)  # the shipped floors, re-asking instead of blocking
+
+
+def guarded_calls(spans: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ``guardrail.call`` roots, keyed ``"<integration> call"`` or ``"<integration> stream"``."""
+    roots = [s for s in spans if s["name"] == "guardrail.call"]
+    assert all(s["parent_id"] is None for s in roots)
+    kind = {True: "stream", False: "call"}
+    return {
+        f"{s['attributes']['guardrail.integration']} {kind[s['attributes']['guardrail.streamed']]}": s for s in roots
+    }
+
+
+def span_tree(spans: list[dict[str, Any]], root: dict[str, Any]) -> list[str]:
+    """The tree under ``root`` as indented names, children in start order."""
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for span in spans:
+        children.setdefault(span["parent_id"], []).append(span)
+
+    def walk(span: dict[str, Any], depth: int) -> list[str]:
+        below = sorted(children.get(span["context"]["span_id"], []), key=lambda s: s["start_time"])
+        return ["  " * depth + span["name"]] + [line for child in below for line in walk(child, depth + 1)]
+
+    return walk(root, 0)
+
+
+@pytest.mark.filterwarnings("ignore:Item.* using the `ReadOnly` qualifier:UserWarning")  # litellm's, via pydantic
+def test_guarded_litellm_and_langchain_calls_show_up_with_their_model_spans(
+    phoenix: Phoenix, scorer: Any, tmp_path: Path
+) -> None:
+    telemetry = phoenix.telemetry(INTEGRATIONS_PROJECT)
+    guard = Guard(scorer=scorer, tracer_provider=telemetry.tracer_provider)
+    (tmp_path / "reask.yaml").write_text(REASK_POLICY, encoding="utf-8")
+    reasking = Guard(tmp_path / "reask.yaml", scorer=scorer, tracer_provider=telemetry.tracer_provider)
+    provider_metadata = {"model_name": "fake-gpt-2025", "finish_reason": "stop"}
+    usage = {"input_tokens": 7, "output_tokens": 11, "total_tokens": 18}
+
+    # LiteLLM: a blocked answer, and a streamed one.
+    blocked = completion(model="gpt-4o-mini", messages=[{"role": "user", "content": IMMIGRANTS}],
+                         mock_response=HATEFUL, guard=guard, metadata={"deployment": "web-chat"}, temperature=0.2)  # fmt: skip
+    assert verdict_of(blocked).decision == "block"  # type: ignore[union-attr]
+
+    async def litellm_stream() -> str:
+        stream = await acompletion(model="gpt-4o-mini", messages=[{"role": "user", "content": BREAD}],
+                                   mock_response=BENIGN, guard=guard, stream=True)  # fmt: skip
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    assert asyncio.run(litellm_stream()) == BENIGN
+    # LangChain: a rewrite that re-asks the model, a stream, an agent's model call.
+    fake = GenericFakeChatModel(messages=iter([
+        AIMessage(HATEFUL, id="resp-1", response_metadata=provider_metadata, usage_metadata=usage),
+        AIMessage(BENIGN, id="resp-2", response_metadata=provider_metadata, usage_metadata=usage),
+    ]))  # fmt: skip
+    assert GuardedChatModel(model=fake, guard=reasking).invoke(IMMIGRANTS).content == BENIGN
+    streaming = GuardedChatModel(model=GenericFakeChatModel(messages=iter([BENIGN])), guard=guard)
+    assert "".join(str(c.content) for c in streaming.stream(BREAD)) == BENIGN
+    agent = create_agent(GenericFakeChatModel(messages=iter([BENIGN])), tools=[],
+                         middleware=[ValueGuardrailMiddleware(guard)])  # fmt: skip
+    assert agent.invoke({"messages": [HumanMessage(BREAD)]})["messages"][-1].content == BENIGN
+    telemetry.shutdown()
+
+    spans = phoenix_spans(phoenix, INTEGRATIONS_PROJECT, expect=22)
+    assert len(spans) == 22
+    calls = guarded_calls(spans)
+    trees = {kind: span_tree(spans, root) for kind, root in calls.items()}
+    assert trees == {
+        "litellm call": ["guardrail.call", "  chat gpt-4o-mini", "  guardrail.enforce", "    guardrail.check"],
+        "litellm stream": ["guardrail.call", "  chat gpt-4o-mini", "  guardrail.check"],
+        "langchain call": [
+            "guardrail.call",
+            "  chat",
+            "  guardrail.enforce",
+            "    guardrail.check",
+            "    guardrail.rewrite",
+            "      guardrail.reask",
+            "        chat",
+            "      guardrail.check",
+        ],
+        "langchain stream": ["guardrail.call", "  chat", "  guardrail.check"],
+        "langchain.agent call": ["guardrail.call", "  chat", "  guardrail.enforce", "    guardrail.check"],
+    }
+    ids = by_span_id(spans)
+    for span in spans:  # one trace per call; each kind of span with its marks
+        attrs = span["attributes"]
+        if span["parent_id"] is not None:
+            assert span["context"]["trace_id"] == ids[span["parent_id"]]["context"]["trace_id"]
+        if span["name"] == "guardrail.call":
+            assert span["span_kind"] == "CHAIN" and attrs["guardrail.checked"] is True
+        elif span["name"].startswith("chat"):
+            assert span["span_kind"] == "LLM" and attrs["gen_ai.operation.name"] == "chat"
+            assert attrs["gen_ai.provider.name"] in ("openai", "genericfakechatmodel")
+        elif span["name"] == "guardrail.check":
+            assert span["span_kind"] == "GUARDRAIL"
+            assert attrs["guardrail.scorer.model"] == scorer.model_id
+            assert [e["name"] for e in span["events"]] == ["gen_ai.evaluation.result"] * 10
+    assert len({s["context"]["trace_id"] for s in spans}) == 5
+
+    litellm_call = calls["litellm call"]["attributes"]
+    assert (litellm_call["guardrail.policy.name"], litellm_call["guardrail.policy.version"]) == ("default", "1.0")
+    assert (litellm_call["guardrail.final_decision"], litellm_call["guardrail.deployment"]) == ("block", "web-chat")
+    [model] = [
+        s
+        for s in spans
+        if s["parent_id"] == calls["litellm call"]["context"]["span_id"] and s["name"] != "guardrail.enforce"
+    ]
+    attrs = model["attributes"]
+    assert (attrs["gen_ai.provider.name"], attrs["gen_ai.request.model"]) == ("openai", "gpt-4o-mini")
+    assert (attrs["gen_ai.request.temperature"], attrs["gen_ai.response.id"]) == (0.2, blocked.id)
+    assert attrs["gen_ai.response.finish_reasons"] == ["stop"]
+    assert attrs["gen_ai.usage.output_tokens"] == blocked.usage.completion_tokens
+    [check] = [s for s in spans if s["name"] == "guardrail.check" and s["attributes"].get("guardrail.deployment")]
+    assert (check["attributes"]["guardrail.decision"], check["attributes"]["guardrail.policy.name"]) == (
+        "block",
+        "default",
+    )
+
+    rewrite = calls["langchain call"]["attributes"]
+    assert (rewrite["guardrail.policy.name"], rewrite["guardrail.final_decision"]) == ("reask", "rewrite")
+    reasked = [s for s in spans if s["name"] == "chat" and ids[s["parent_id"]]["name"] == "guardrail.reask"]
+    assert [s["attributes"]["gen_ai.response.id"] for s in reasked] == ["resp-2"]
+    assert reasked[0]["attributes"]["gen_ai.usage.input_tokens"] == 7
+    assert calls["langchain stream"]["attributes"]["guardrail.final_decision"] == "allow"
+    assert calls["litellm stream"]["attributes"]["guardrail.final_decision"] == "allow"

@@ -15,6 +15,7 @@ from pydantic import PrivateAttr, model_validator
 from typing_extensions import Self
 
 from guardrail import Guard, GuardrailViolation, PolicySet, Verdict
+from guardrail._genai import CallSpans, ModelCall, call_spans
 from guardrail_langchain._common import (
     METADATA_KEY,
     GuardChoice,
@@ -22,10 +23,13 @@ from guardrail_langchain._common import (
     child_callbacks,
     guarded_message,
     last_prompt,
+    model_call,
     quiet_callbacks,
     reask_messages,
+    reply_of,
     request_metadata,
     revised_text,
+    stream_reply,
 )
 
 # BaseChatModel hands _stream neither its run manager nor the call's config, so the public entry
@@ -160,16 +164,19 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         config, metadata = self._inner_call(run_manager, kwargs)
-        answer = self.model.invoke(messages, config, stop=stop, **kwargs)
-        text = answer_text(answer)
-        if text is None:
-            return _result(answer)
+        guard = self._choice.pick(metadata)
+        with self._call_spans(guard, model_call(self.model, messages, stop, kwargs), metadata) as spans:
+            answer = _invoke(spans, self.model, messages, config, stop, kwargs)
+            text = answer_text(answer)
+            if text is None:
+                return _result(answer)
 
-        def reask(previous: str, feedback: str) -> str:
-            again = self.model.invoke(reask_messages(messages, previous, feedback), config, stop=stop, **kwargs)
-            return revised_text(again)
+            def reask(previous: str, feedback: str) -> str:
+                again = reask_messages(messages, previous, feedback)
+                return revised_text(_invoke(spans, self.model, again, config, stop, kwargs))
 
-        verdict = self._choice.pick(metadata).enforce(text, last_prompt(messages), metadata, reask=reask)
+            verdict = guard.enforce(text, last_prompt(messages), metadata, reask=reask)
+            spans.record(verdict)
         return _result(guarded_message(answer, self._raise_if_blocked(verdict)))
 
     async def _agenerate(
@@ -180,16 +187,19 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         config, metadata = self._inner_call(run_manager, kwargs)
-        answer = await self.model.ainvoke(messages, config, stop=stop, **kwargs)
-        text = answer_text(answer)
-        if text is None:
-            return _result(answer)
+        guard = self._choice.pick(metadata)
+        with self._call_spans(guard, model_call(self.model, messages, stop, kwargs), metadata) as spans:
+            answer = await _ainvoke(spans, self.model, messages, config, stop, kwargs)
+            text = answer_text(answer)
+            if text is None:
+                return _result(answer)
 
-        async def reask(previous: str, feedback: str) -> str:
-            again = await self.model.ainvoke(reask_messages(messages, previous, feedback), config, stop=stop, **kwargs)
-            return revised_text(again)
+            async def reask(previous: str, feedback: str) -> str:
+                again = reask_messages(messages, previous, feedback)
+                return revised_text(await _ainvoke(spans, self.model, again, config, stop, kwargs))
 
-        verdict = await self._choice.pick(metadata).aenforce(text, last_prompt(messages), metadata, reask=reask)
+            verdict = await guard.aenforce(text, last_prompt(messages), metadata, reask=reask)
+            spans.record(verdict)
         return _result(guarded_message(answer, self._raise_if_blocked(verdict)))
 
     def _stream(
@@ -200,13 +210,15 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         config, metadata = self._inner_call(run_manager, kwargs)
-        upstream = (
-            piece for chunk in self.model.stream(messages, config, stop=stop, **kwargs) for piece in _split(chunk)
-        )
         guard = self._choice.pick(metadata)
+        call = model_call(self.model, messages, stop, kwargs)
+        spans = self._call_spans(guard, call, metadata, streamed=True)
+        with spans.model(call, end=False) as model:  # open while the answer streams
+            raw = model.wrap(self.model.stream(messages, config, stop=stop, **kwargs), stream_reply)
+        upstream = (piece for chunk in raw for piece in _split(chunk))
         stream = guard.stream(upstream, last_prompt(messages), metadata, text=_chunk_text, rebuild=_rebuild)
         answer_id = None
-        for chunk in stream:
+        for chunk in spans.iterate(stream):
             answer_id = chunk.id or answer_id
             if not self._stopping(stream.verdict):
                 yield ChatGenerationChunk(message=chunk)
@@ -220,18 +232,25 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         config, metadata = self._inner_call(run_manager, kwargs)
-        upstream = (piece async for chunk in self.model.astream(messages, config, stop=stop, **kwargs)
-                    for piece in _split(chunk))  # fmt: skip
         guard = self._choice.pick(metadata)
+        call = model_call(self.model, messages, stop, kwargs)
+        spans = self._call_spans(guard, call, metadata, streamed=True)
+        with spans.model(call, end=False) as model:
+            raw = model.awrap(self.model.astream(messages, config, stop=stop, **kwargs), stream_reply)
+        upstream = (piece async for chunk in raw for piece in _split(chunk))
         stream = guard.astream(upstream, last_prompt(messages), metadata, text=_chunk_text, rebuild=_rebuild)
         answer_id = None
-        async for chunk in stream:
+        async for chunk in await spans.aiterate(stream):
             answer_id = chunk.id or answer_id
             if not self._stopping(stream.verdict):
                 yield ChatGenerationChunk(message=chunk)
         yield ChatGenerationChunk(message=self._last_chunk(stream.verdict, answer_id))
 
     # -- shared, I/O-free -------------------------------------------------------------------------------
+
+    def _call_spans(self, guard: Guard, call: ModelCall, metadata: dict[str, Any], streamed: bool = False) -> CallSpans:
+        """The ``guardrail.call`` span of one call: the model call, checks and rewrites nest under it."""
+        return call_spans(guard, call, integration="langchain", metadata=metadata, streamed=streamed)
 
     @staticmethod
     def _inner_call(
@@ -265,6 +284,28 @@ class GuardedChatModel(BaseChatModel):
 
 def _result(message: BaseMessage) -> ChatResult:
     return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _invoke(
+    spans: CallSpans, model: BaseChatModel, messages: list[BaseMessage], config: RunnableConfig,
+    stop: list[str] | None, kwargs: dict[str, Any],
+) -> BaseMessage:  # fmt: skip
+    """``model.invoke`` inside a model-call span (the first call, or a re-ask under ``guardrail.reask``)."""
+    with spans.model(model_call(model, messages, stop, kwargs)) as span:
+        answer = model.invoke(messages, config, stop=stop, **kwargs)
+        span.record(reply_of(answer))
+    return answer
+
+
+async def _ainvoke(
+    spans: CallSpans, model: BaseChatModel, messages: list[BaseMessage], config: RunnableConfig,
+    stop: list[str] | None, kwargs: dict[str, Any],
+) -> BaseMessage:  # fmt: skip
+    """Async twin of :func:`_invoke`."""
+    with spans.model(model_call(model, messages, stop, kwargs)) as span:
+        answer = await model.ainvoke(messages, config, stop=stop, **kwargs)
+        span.record(reply_of(answer))
+    return answer
 
 
 def _chunk_text(chunk: AIMessageChunk) -> str:

@@ -14,10 +14,12 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
     Callbacks,
 )
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import LC_AUTO_PREFIX, AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.tracers import _streaming
 
 from guardrail import Guard, Policy, PolicySet, Verdict
+from guardrail._genai import ModelCall, ModelReply
 
 PolicySource = str | os.PathLike[str] | Policy
 """A shipped policy name, a YAML path or a :class:`~guardrail.Policy`."""
@@ -146,6 +148,81 @@ def child_callbacks(run_manager: CallbackManagerForLLMRun | AsyncCallbackManager
     manager.add_tags(run_manager.inheritable_tags)
     manager.add_metadata(run_manager.inheritable_metadata)
     return manager
+
+
+# -- what a model-call span records -------------------------------------------------------------------
+
+
+def model_call(
+    model: object, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: Mapping[str, Any]
+) -> ModelCall:
+    """The call ``model.invoke(messages, stop=stop, **kwargs)`` makes, as LangChain's tracing parameters describe it.
+
+    The provider is ``ls_provider`` (else the model's ``_llm_type``), the model ``ls_model_name``.
+    """
+    params: Mapping[str, Any] = {}
+    get_params = getattr(model, "_get_ls_params", None)
+    if callable(get_params):
+        try:
+            params = get_params(stop=stop, **kwargs)
+        except Exception:  # a model's tracing parameters are a courtesy; the call goes on without them
+            params = {}
+    provider = params.get("ls_provider") or getattr(model, "_llm_type", None)
+    top_p = kwargs.get("top_p", getattr(model, "top_p", None))
+    parameters = {
+        "temperature": params.get("ls_temperature"),
+        "max_tokens": params.get("ls_max_tokens"),
+        "top_p": top_p,
+        "stop_sequences": params.get("ls_stop"),
+    }
+    name = params.get("ls_model_name")
+    return ModelCall(
+        name if isinstance(name, str) and name else None,
+        provider if isinstance(provider, str) and provider else None,
+        {k: v for k, v in parameters.items() if v is not None},
+        lambda: [(_ROLES.get(m.type, m.type), str(m.text)) for m in messages],
+    )
+
+
+def reply_of(message: BaseMessage | None) -> ModelReply:
+    """What a model's answer says about the call: response model and id, finish reason, token usage."""
+    if message is None:
+        return ModelReply()
+    meta = message.response_metadata
+    model = meta.get("model_name") or meta.get("model")
+    # The provider's response id; LangChain's own run ids ("lc_run-...", "run-...") are not one.
+    own_id = message.id if message.id and not message.id.startswith((LC_AUTO_PREFIX, "run-")) else None
+    response_id = meta.get("id") or own_id
+    finish = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
+    usage = message.usage_metadata if isinstance(message, AIMessage) else None
+    return ModelReply(
+        model=model if isinstance(model, str) else None,
+        id=response_id if isinstance(response_id, str) else None,
+        finish_reasons=[finish] if isinstance(finish, str) else [],
+        input_tokens=usage["input_tokens"] if usage else None,
+        output_tokens=usage["output_tokens"] if usage else None,
+        text=str(message.text),
+    )
+
+
+def stream_reply(chunks: Sequence[BaseMessage]) -> ModelReply:
+    """What a streamed answer says about the call: metadata as the last chunks give it, usage added up."""
+    metadata: dict[str, Any] = {}
+    usage: UsageMetadata | None = None
+    ids = []
+    for chunk in chunks:
+        metadata.update(chunk.response_metadata)
+        chunk_usage = chunk.usage_metadata if isinstance(chunk, AIMessage) else None
+        if chunk_usage:
+            usage = add_usage(usage, chunk_usage)  # some providers split usage over chunks (input first)
+        ids.append(chunk.id)
+    text = "".join(str(chunk.text) for chunk in chunks)
+    provider_id = next((i for i in ids if i and not i.startswith((LC_AUTO_PREFIX, "run-"))), None)
+    return reply_of(AIMessage(content=text, id=provider_id, response_metadata=metadata, usage_metadata=usage))
+
+
+# Message types as the GenAI conventions name the roles.
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
 def _streams(handler: BaseCallbackHandler) -> bool:

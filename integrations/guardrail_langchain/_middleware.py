@@ -12,9 +12,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.runnables import ensure_config
+from pydantic import PrivateAttr
 
 from guardrail import Guard, PolicySet, Verdict
-from guardrail_langchain._chat_model import GuardedChatModel, _result
+from guardrail._genai import CallSpans, ModelCall, call_spans
+from guardrail_langchain._chat_model import GuardedChatModel, _ainvoke, _invoke, _result
 from guardrail_langchain._common import (
     GuardChoice,
     PolicySource,
@@ -22,7 +24,9 @@ from guardrail_langchain._common import (
     guarded_message,
     is_checked,
     last_prompt,
+    model_call,
     reask_messages,
+    reply_of,
     request_metadata,
     revised_text,
 )
@@ -65,33 +69,41 @@ class ValueGuardrailMiddleware(AgentMiddleware):
     def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse:
         """Call the model, then check its answer and carry out the decision."""
         guard, metadata = self._pick()
-        request = _held_back(request, guard)
-        response = handler(request)
-        found = _answer(response)
-        if found is None:
-            return response
-        index, message, text = found
+        if isinstance(request.model, GuardedChatModel):
+            return handler(request)  # it checks (and traces) its own answers, streams included
+        with _call_spans(request, guard, metadata) as spans:
+            request = _held_back(request, guard, spans)
+            response = _call(spans, request, handler)
+            found = _answer(response)
+            if found is None:
+                return response
+            index, message, text = found
 
-        def reask(previous: str, feedback: str) -> str:
-            return revised_text(_last_ai(handler(_reasked(request, previous, feedback))))
+            def reask(previous: str, feedback: str) -> str:
+                return revised_text(_last_ai(_call(spans, _reasked(request, previous, feedback), handler)))
 
-        verdict = guard.enforce(text, last_prompt(request.messages), metadata, reask=reask)
+            verdict = guard.enforce(text, last_prompt(request.messages), metadata, reask=reask)
+            spans.record(verdict)
         return _with(response, index, message, verdict)
 
     async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> ModelResponse:
         """Async twin of :meth:`wrap_model_call`."""
         guard, metadata = self._pick()
-        request = _held_back(request, guard)
-        response = await handler(request)
-        found = _answer(response)
-        if found is None:
-            return response
-        index, message, text = found
+        if isinstance(request.model, GuardedChatModel):
+            return await handler(request)
+        with _call_spans(request, guard, metadata) as spans:
+            request = _held_back(request, guard, spans)
+            response = await _acall(spans, request, handler)
+            found = _answer(response)
+            if found is None:
+                return response
+            index, message, text = found
 
-        async def reask(previous: str, feedback: str) -> str:
-            return revised_text(_last_ai(await handler(_reasked(request, previous, feedback))))
+            async def reask(previous: str, feedback: str) -> str:
+                return revised_text(_last_ai(await _acall(spans, _reasked(request, previous, feedback), handler)))
 
-        verdict = await guard.aenforce(text, last_prompt(request.messages), metadata, reask=reask)
+            verdict = await guard.aenforce(text, last_prompt(request.messages), metadata, reask=reask)
+            spans.record(verdict)
         return _with(response, index, message, verdict)
 
     def _pick(self) -> tuple[Guard, dict[str, Any]]:
@@ -102,7 +114,17 @@ class ValueGuardrailMiddleware(AgentMiddleware):
 
 class _HeldBackModel(GuardedChatModel):
     """Streams as ``GuardedChatModel`` does but returns whole answers unchecked: the middleware checks
-    those itself, so that a re-ask goes through the agent's handler."""
+    those itself, so that a re-ask goes through the agent's handler. Its model-call spans go under the
+    middleware's ``guardrail.call``."""
+
+    _spans: CallSpans | None = PrivateAttr(default=None)
+
+    def _call_spans(self, guard: Guard, call: ModelCall, metadata: dict[str, Any], streamed: bool = False) -> CallSpans:
+        if self._spans is None:
+            return super()._call_spans(guard, call, metadata, streamed)
+        if streamed and self._spans.span.is_recording():
+            self._spans.span.set_attribute("guardrail.streamed", True)  # the agent streams this call
+        return self._spans
 
     def _generate(
         self,
@@ -111,8 +133,9 @@ class _HeldBackModel(GuardedChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config, _ = self._inner_call(run_manager, kwargs)
-        return _result(self.model.invoke(messages, config, stop=stop, **kwargs))
+        config, metadata = self._inner_call(run_manager, kwargs)
+        spans = self._call_spans(self._choice.pick(metadata), model_call(self.model, messages, stop, kwargs), metadata)
+        return _result(_invoke(spans, self.model, messages, config, stop, kwargs))
 
     async def _agenerate(
         self,
@@ -121,18 +144,49 @@ class _HeldBackModel(GuardedChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        config, _ = self._inner_call(run_manager, kwargs)
-        return _result(await self.model.ainvoke(messages, config, stop=stop, **kwargs))
+        config, metadata = self._inner_call(run_manager, kwargs)
+        spans = self._call_spans(self._choice.pick(metadata), model_call(self.model, messages, stop, kwargs), metadata)
+        return _result(await _ainvoke(spans, self.model, messages, config, stop, kwargs))
 
 
-def _held_back(request: ModelRequest, guard: Guard) -> ModelRequest:
+def _call_spans(request: ModelRequest, guard: Guard, metadata: dict[str, Any]) -> CallSpans:
+    call = model_call(request.model, _messages(request), None, request.model_settings)
+    return call_spans(guard, call, integration="langchain.agent", metadata=metadata)
+
+
+def _messages(request: ModelRequest) -> list[BaseMessage]:
+    """What the model is sent: the system message, if any, then the conversation."""
+    return [request.system_message, *request.messages] if request.system_message else list(request.messages)
+
+
+def _call(spans: CallSpans, request: ModelRequest, handler: Handler) -> ModelResponse:
+    """The agent's model call; in a model-call span unless the held-back model records its own."""
+    if isinstance(request.model, _HeldBackModel):
+        return handler(request)
+    with spans.model(model_call(request.model, _messages(request), None, request.model_settings)) as span:
+        response = handler(request)
+        span.record(reply_of(_last_ai_or_none(response)))
+    return response
+
+
+async def _acall(spans: CallSpans, request: ModelRequest, handler: AsyncHandler) -> ModelResponse:
+    """Async twin of :func:`_call`."""
+    if isinstance(request.model, _HeldBackModel):
+        return await handler(request)
+    with spans.model(model_call(request.model, _messages(request), None, request.model_settings)) as span:
+        response = await handler(request)
+        span.record(reply_of(_last_ai_or_none(response)))
+    return response
+
+
+def _held_back(request: ModelRequest, guard: Guard, spans: CallSpans) -> ModelRequest:
     """The request with its model wrapped so that a streamed answer is held back until it passed."""
-    if isinstance(request.model, GuardedChatModel):  # already guarded, streams included
-        return request
     if not isinstance(request.model, BaseChatModel):
         # e.g. a runtime-configurable model: it cannot be wrapped, so only whole answers are checked.
         return request
-    return request.override(model=_HeldBackModel(model=request.model, guard=guard))
+    model = _HeldBackModel(model=request.model, guard=guard)
+    model._spans = spans
+    return request.override(model=model)
 
 
 def _reasked(request: ModelRequest, previous: str, feedback: str) -> ModelRequest:
@@ -151,10 +205,14 @@ def _answer(response: ModelResponse) -> tuple[int, AIMessage, str] | None:
 
 
 def _last_ai(response: ModelResponse) -> AIMessage:
-    for message in reversed(response.result):
-        if isinstance(message, AIMessage):
-            return message
-    raise ValueError("the re-asked model call returned no AIMessage")
+    found = _last_ai_or_none(response)
+    if found is None:
+        raise ValueError("the re-asked model call returned no AIMessage")
+    return found
+
+
+def _last_ai_or_none(response: ModelResponse) -> AIMessage | None:
+    return next((m for m in reversed(response.result) if isinstance(m, AIMessage)), None)
 
 
 def _with(response: ModelResponse, index: int, message: AIMessage, verdict: Verdict) -> ModelResponse:

@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncGenerator, Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import HTTPException
@@ -33,6 +34,7 @@ from litellm.types.guardrails import GuardrailEventHooks
 from litellm.types.utils import ModelResponseStream
 
 from guardrail import AsyncReask, Guard, PolicyError, PolicySet, Scorer, Verdict
+from guardrail._genai import CallSpans, call_spans
 from guardrail_litellm._guards import PolicySource, shared_scorer
 from guardrail_litellm._mapping import (
     answer_of,
@@ -44,6 +46,7 @@ from guardrail_litellm._mapping import (
     reask_text,
     rebuild_chunk,
 )
+from guardrail_litellm._spans import model_call, reply_of, stream_reply
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,13 @@ class ValueGuardrail(CustomGuardrail):
             return None  # tool calls only: nothing to judge
         guard, metadata = self._guard_for(data)
         start = time.time()
-        verdict = await guard.aenforce(text, prompt_of(data.get("messages")), metadata, reask=self._reask(data))
+        with self._spans(guard, data, metadata, response) as spans:
+            # The proxy made the model call before this hook: its span is recorded now, from the answer.
+            with spans.model(start_time=_started(data)) as model:
+                model.record(reply_of(response))
+            prompt = prompt_of(data.get("messages"))
+            verdict = await guard.aenforce(text, prompt, metadata, reask=self._reask(data, spans))
+            spans.record(verdict)
         self._record(data, verdict, start)
         if blocked(verdict) and self.on_block == "error":
             raise _rejection(verdict)
@@ -137,15 +146,21 @@ class ValueGuardrail(CustomGuardrail):
         self._require_one_choice(request_data)
         guard, metadata = self._guard_for(request_data)
         start = time.time()
-        stream = guard.astream(response, prompt_of(request_data.get("messages")), metadata,
+        spans = self._spans(guard, request_data, metadata, response, streamed=True)
+        with spans.model(end=False, start_time=_started(request_data)) as model:  # open while the answer streams
+            upstream = model.awrap(response, stream_reply)
+        stream = guard.astream(upstream, prompt_of(request_data.get("messages")), metadata,
                                text=chunk_text, rebuild=rebuild_chunk)  # fmt: skip
+        chunks = await spans.aiterate(stream)
         try:
-            async for chunk in stream:
+            async for chunk in chunks:
                 if blocked(stream.verdict) and self.on_block == "error":
                     raise _rejection(stream.verdict)  # type: ignore[arg-type]  # blocked() checked it
                 yield chunk
         finally:
-            if stream.verdict is None:  # the client left early: stop the model call too
+            left_early = stream.verdict is None
+            await chunks.aclose()  # ends the trace (and closes the guarded stream, if still open)
+            if left_early:  # the client left early: stop the model call too
                 close = getattr(response, "aclose", None)
                 if close is not None:
                     await close()
@@ -182,7 +197,18 @@ class ValueGuardrail(CustomGuardrail):
             # Only choices[0] would be judged: refuse rather than pass the others unchecked.
             raise HTTPException(status_code=400, detail={"error": f"value guardrail checks one answer; got n={n}"})
 
-    def _reask(self, data: Mapping[str, Any]) -> AsyncReask | None:
+    @staticmethod
+    def _spans(
+        guard: Guard, data: Mapping[str, Any], metadata: Mapping[str, Any], response: Any, streamed: bool = False
+    ) -> CallSpans:
+        # The request names the proxy's alias for a deployment; the answer knows the provider that served it.
+        hidden = getattr(response, "_hidden_params", None)
+        provider = hidden.get("custom_llm_provider") if isinstance(hidden, dict) else None
+        provider = provider or getattr(response, "custom_llm_provider", None)  # a stream
+        call = model_call(data, provider if isinstance(provider, str) else None, resolve=False)
+        return call_spans(guard, call, integration="litellm.proxy", metadata=metadata, streamed=streamed)
+
+    def _reask(self, data: Mapping[str, Any], spans: CallSpans) -> AsyncReask | None:
         router = self.router
         if router is None and "litellm.proxy.proxy_server" in sys.modules:
             # Inside the proxy: its router knows the request's model name. Never import the server module.
@@ -193,8 +219,10 @@ class ValueGuardrail(CustomGuardrail):
         params = {k: data[k] for k in _REASK_PARAMS if data.get(k) is not None}
 
         async def reask(previous: str, feedback: str) -> str:
-            answer = await router.acompletion(model=model, messages=reask_messages(messages, previous, feedback),
-                                              stream=False, **params)  # fmt: skip
+            kwargs = {"model": model, "messages": reask_messages(messages, previous, feedback), **params}
+            with spans.model(model_call(kwargs, spans.call.provider, resolve=False)) as span:
+                answer = await router.acompletion(stream=False, **kwargs)
+                span.record(reply_of(answer))
             return reask_text(answer)
 
         return reask
@@ -210,6 +238,12 @@ class ValueGuardrail(CustomGuardrail):
             )  # fmt: skip
         except Exception:  # logging is a sink: a failure there must not change the answer's fate
             logger.warning("could not record the value guardrail verdict in litellm's logs", exc_info=True)
+
+
+def _started(data: Mapping[str, Any]) -> int | None:
+    """When litellm began the model call (ns since the epoch), from its logging object; ``None`` when unknown."""
+    start = getattr(data.get("litellm_logging_obj"), "start_time", None)
+    return int(start.timestamp() * 1e9) if isinstance(start, datetime) else None
 
 
 def _rejection(verdict: Verdict) -> HTTPException:

@@ -12,6 +12,7 @@ from litellm import CustomStreamWrapper, ModelResponse
 from litellm.types.utils import ModelResponseStream
 
 from guardrail import AsyncGuardedStream, Guard, GuardedStream, GuardrailViolation, PolicySet, Verdict
+from guardrail._genai import CallSpans, ModelCall, call_spans
 from guardrail_litellm._guards import PolicySource, is_ready, resolve
 from guardrail_litellm._mapping import (
     answer_of,
@@ -23,6 +24,7 @@ from guardrail_litellm._mapping import (
     reask_text,
     rebuild_chunk,
 )
+from guardrail_litellm._spans import model_call, reply_of, stream_reply
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class _Call:
         """The same call again with the refused answer and the feedback appended, not streamed."""
         kwargs = {k: v for k, v in self.kwargs.items() if k != "stream_options"}
         return {**kwargs, "messages": reask_messages(self.kwargs["messages"], previous, feedback), "stream": False}
+
+    def spans(self) -> CallSpans:
+        """The ``guardrail.call`` span of this call (model call, check and rewrite spans nest under it)."""
+        return call_spans(self.guard, model_call(self.kwargs), integration="litellm", metadata=self.metadata,
+                          streamed=self.streaming)  # fmt: skip
 
 
 def _by_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -110,18 +117,25 @@ def completion(
         'allow'
     """
     call = _prepare(args, kwargs, guard, policy, policies)
-    response = litellm.completion(**call.kwargs)
+    spans = call.spans()
     if call.streaming:
-        guarded = call.guard.stream(response, call.prompt, call.metadata, text=chunk_text, rebuild=rebuild_chunk)
-        return GuardedCompletionStream(response, guarded, raise_on_block)
-    text = answer_of(response)
-    if text is None:
-        return response
+        with spans.model(end=False) as model:  # the model span stays open while the answer streams
+            response = litellm.completion(**call.kwargs)
+        upstream = model.wrap(response, stream_reply)
+        guarded = call.guard.stream(upstream, call.prompt, call.metadata, text=chunk_text, rebuild=rebuild_chunk)
+        return GuardedCompletionStream(response, guarded, raise_on_block, spans.iterate(guarded))
+    with spans:
+        response = _model(spans, call.kwargs, spans.call)
+        text = answer_of(response)
+        if text is None:
+            return response
 
-    def reask(previous: str, feedback: str) -> str:
-        return reask_text(litellm.completion(**call.reask_kwargs(previous, feedback)))
+        def reask(previous: str, feedback: str) -> str:
+            again = call.reask_kwargs(previous, feedback)
+            return reask_text(_model(spans, again, model_call(again)))
 
-    verdict = call.guard.enforce(text, call.prompt, call.metadata, reask=reask)
+        verdict = call.guard.enforce(text, call.prompt, call.metadata, reask=reask)
+        spans.record(verdict)
     return deliver(response, verdict, raise_on_block=raise_on_block)
 
 
@@ -146,25 +160,50 @@ async def acompletion(
         call = await asyncio.to_thread(_prepare, args, kwargs, guard, policy, policies)
     else:
         call = _prepare(args, kwargs, guard, policy, policies)
-    response = await litellm.acompletion(**call.kwargs)
+    spans = call.spans()
     if call.streaming:
-        guarded = call.guard.astream(response, call.prompt, call.metadata, text=chunk_text, rebuild=rebuild_chunk)
-        return AsyncGuardedCompletionStream(response, guarded, raise_on_block)
-    text = answer_of(response)
-    if text is None:
-        return response
+        with spans.model(end=False) as model:
+            response = await litellm.acompletion(**call.kwargs)
+        upstream = model.awrap(response, stream_reply)
+        guarded = call.guard.astream(upstream, call.prompt, call.metadata, text=chunk_text, rebuild=rebuild_chunk)
+        return AsyncGuardedCompletionStream(response, guarded, raise_on_block, await spans.aiterate(guarded))
+    with spans:
+        response = await _amodel(spans, call.kwargs, spans.call)
+        text = answer_of(response)
+        if text is None:
+            return response
 
-    async def reask(previous: str, feedback: str) -> str:
-        return reask_text(await litellm.acompletion(**call.reask_kwargs(previous, feedback)))
+        async def reask(previous: str, feedback: str) -> str:
+            again = call.reask_kwargs(previous, feedback)
+            return reask_text(await _amodel(spans, again, model_call(again)))
 
-    verdict = await call.guard.aenforce(text, call.prompt, call.metadata, reask=reask)
+        verdict = await call.guard.aenforce(text, call.prompt, call.metadata, reask=reask)
+        spans.record(verdict)
     return deliver(response, verdict, raise_on_block=raise_on_block)
+
+
+def _model(spans: CallSpans, kwargs: dict[str, Any], call: ModelCall) -> Any:
+    """``litellm.completion`` inside a model-call span (the first call, or a re-ask under ``guardrail.reask``)."""
+    with spans.model(call) as model:
+        response = litellm.completion(**kwargs)
+        model.record(reply_of(response))
+    return response
+
+
+async def _amodel(spans: CallSpans, kwargs: dict[str, Any], call: ModelCall) -> Any:
+    """Async twin of :func:`_model`."""
+    with spans.model(call) as model:
+        response = await litellm.acompletion(**kwargs)
+        model.record(reply_of(response))
+    return response
 
 
 class _StreamBase:
     def __init__(self, upstream: CustomStreamWrapper, guarded: GuardedStream[Any] | AsyncGuardedStream[Any],
-                 raise_on_block: bool) -> None:  # fmt: skip
+                 raise_on_block: bool, chunks: Iterator[Any] | AsyncIterator[Any] | None = None) -> None:  # fmt: skip
         self._upstream, self._guarded, self._raise = upstream, guarded, raise_on_block
+        # What is iterated: the guarded stream, stepped inside its guardrail.call span when traced.
+        self._chunks = guarded if chunks is None else chunks
 
     @property
     def verdict(self) -> Verdict | None:
@@ -176,13 +215,16 @@ class _StreamBase:
         """The answer's own text that reached the caller (the policy message not included)."""
         return self._guarded.delivered
 
+    def _stopping(self) -> bool:
+        """True once the answer is blocked and the caller wants an exception instead of the message."""
+        return self._raise and blocked(self._guarded.verdict)
+
     def _check(self) -> None:
-        verdict = self._guarded.verdict
-        if self._raise and verdict is not None and blocked(verdict):
-            raise GuardrailViolation(verdict)
+        if self._stopping():
+            raise GuardrailViolation(self._guarded.verdict)  # type: ignore[arg-type]  # _stopping() checked it
 
     def __getattr__(self, name: str) -> Any:
-        # Everything else (model, logging_obj, _hidden_params, close, ...) is litellm's stream's.
+        # Everything else (model, logging_obj, _hidden_params, ...) is litellm's stream's.
         upstream = self.__dict__.get("_upstream")
         if upstream is None:
             raise AttributeError(name)
@@ -206,33 +248,53 @@ class GuardedCompletionStream(_StreamBase, Iterator[ModelResponseStream]):
     """
 
     _guarded: GuardedStream[ModelResponseStream]
+    _chunks: Iterator[ModelResponseStream]
 
     def __iter__(self) -> GuardedCompletionStream:
         return self
 
     def __next__(self) -> ModelResponseStream:
         try:
-            chunk = next(self._guarded)
+            chunk = next(self._chunks)
         except StopIteration:
             self._check()
             raise
-        self._check()  # the block's message chunk comes after its verdict: raise instead of sending it
+        if self._stopping():
+            self.close()  # the block's message chunk comes after its verdict: end here, raise instead of sending it
+        self._check()
         return chunk
+
+    def close(self) -> None:
+        """Stop early (the caller went away): settles ``verdict``, ends the trace and closes litellm's stream."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        self._upstream.close()
 
 
 class AsyncGuardedCompletionStream(_StreamBase, AsyncIterator[ModelResponseStream]):
     """Async twin of :class:`GuardedCompletionStream`, returned by :func:`acompletion` with ``stream=True``."""
 
     _guarded: AsyncGuardedStream[ModelResponseStream]
+    _chunks: AsyncIterator[ModelResponseStream]
 
     def __aiter__(self) -> AsyncGuardedCompletionStream:
         return self
 
     async def __anext__(self) -> ModelResponseStream:
         try:
-            chunk = await self._guarded.__anext__()
+            chunk = await self._chunks.__anext__()
         except StopAsyncIteration:
             self._check()
             raise
+        if self._stopping():
+            await self.aclose()
         self._check()
         return chunk
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`GuardedCompletionStream.close`."""
+        close = getattr(self._chunks, "aclose", None)
+        if close is not None:
+            await close()
+        await self._upstream.aclose()
