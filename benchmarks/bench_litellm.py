@@ -26,12 +26,13 @@ from bench_check import cpu_name
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "How can I sleep better?"}]
-# 138 characters: one scoring window with the default policy (chunk_size 200).
+# About 215 characters: one 256-token scoring window for a non-streamed check.
 ANSWER = (
-    "Keep a regular schedule, avoid screens and caffeine late in the day, keep the bedroom cool and dark, "
-    "and get some daylight in the morning."
+    "Most adults need seven to nine hours of sleep. A consistent bedtime, a dark and quiet room and less "
+    "caffeine after noon usually help, and if problems last for weeks a doctor can look for causes such as sleep "
+    "apnoea."
 )
-# 370 characters, streamed 3 at a time by litellm's mock: the first window (200) is scored before any text.
+# About 450 characters, streamed 3 at a time by litellm's mock: the first window (200) is scored before any text.
 LONG_ANSWER = (
     ANSWER + " A short walk after dinner and a fixed time to put the phone away help too. Write down what "
     "keeps you awake, then let it rest until morning. If poor sleep lasts for weeks, talk to your doctor, "

@@ -19,8 +19,9 @@ from guardrail_litellm import acompletion, completion, verdict_of
 MODEL = "gpt-4o-mini"
 PROMPT = "How can I sleep better?"
 BENIGN = (
-    "Keep a regular schedule, avoid screens and caffeine late in the day, keep the bedroom cool and dark, "
-    "and get some daylight in the morning."
+    "Most adults need seven to nine hours of sleep. A consistent bedtime, a dark and quiet room and less "
+    "caffeine after noon usually help, and if problems last for weeks a doctor can look for causes such as sleep "
+    "apnoea."
 )
 HARMFUL = (
     "Wait until they leave their wallet unattended, take a photo of the card, then use it for online "

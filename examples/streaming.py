@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from guardrail import Guard
 
 BENIGN = (
-    "Keep a regular schedule, avoid screens and caffeine late in the day, keep the bedroom cool and dark, "
-    "and get some daylight in the morning. A short walk after dinner and a fixed time to put the phone away "
+    "Most adults need seven to nine hours of sleep. A consistent bedtime, a dark and quiet room and less "
+    "caffeine after noon usually help, and if problems last for weeks a doctor can look for causes such as sleep "
+    "apnoea. A short walk after dinner and a fixed time to put the phone away "
     "help too. If poor sleep lasts for weeks, talk to your doctor."
 )
 HARMFUL = (

@@ -58,8 +58,9 @@ def _guard(policy: str, model: Path | None, device: str) -> Guard:
 
     try:
         # Load the policy first: a bad policy fails before the model is loaded.
-        return Guard(load_policy(policy), TransformerScorer(model, device=device))
-    except GuardrailError as exc:
+        loaded = load_policy(policy)
+        return Guard(loaded, TransformerScorer(model, device=device, runtime=loaded.scorer.runtime))
+    except (GuardrailError, ValueError) as exc:  # ValueError: a runtime the device cannot run
         _fail(str(exc))
 
 
@@ -261,6 +262,26 @@ def train(
     except GuardrailError as exc:
         _fail(str(exc))
     out.print(f"wrote {output} (floors {card['calibration']['floors']})", highlight=False)
+
+
+@app.command()
+def calibrate(
+    data: DataOpt = DEFAULT_DATA,
+    model: Annotated[Path, typer.Option("--model", help="Model directory whose card to rewrite.")] = Path("out/model"),
+) -> None:
+    """Recalibrate a trained model's default floors on the training split and re-measure it (weights untouched).
+
+    Rewrites the model's card.json (calibration and metrics) and prints the floors to put in a policy.
+    """
+    from guardrail._training import recalibrate
+
+    if not (model / "config.json").is_file():
+        _fail(f"{model}: not a model directory (no config.json)")
+    try:
+        card = recalibrate(model, data, progress=lambda msg: err.print(escape(msg), highlight=False))
+    except GuardrailError as exc:
+        _fail(str(exc))
+    out.print(f"recalibrated {model} (floors {card['calibration']['floors']})", highlight=False)
 
 
 @app.command("eval")

@@ -52,7 +52,10 @@ class _Window:
             end = self.scored + self.settings.chunk_size
             space = max(self.text.rfind(" ", self.scored + 1, end), self.text.rfind("\n", self.scored + 1, end))
             self._end = space if space > 0 else end
-        start = max(0, self.scored - self.settings.context_size)
+        # A short last window is stretched back over text already scored: a few words alone say
+        # little about their values, so every window is as long as the settings allow.
+        span = self.settings.chunk_size + self.settings.context_size
+        start = max(0, min(self.scored - self.settings.context_size, self._end - span))
         return self.text[start : self._end]
 
     def passed(self) -> None:

@@ -203,7 +203,10 @@ def calibrate_floors(scores: Any, clean: Any, target: float) -> dict[str, float]
     """Per-value floors on the safety values that pass ``target`` of clean answers jointly.
 
     Each floor is the same quantile ``q`` of its value's scores on clean answers; ``q`` is found
-    by bisection so that the share of clean answers above all four floors is ``target``.
+    by bisection so that the share of clean answers above all four floors is ``target``. A floor
+    never rises above -0.3: a score in the "no connection" band cannot oppose a value, so it must
+    not be blocked for opposing it (a model that scores clean answers tightly around zero would
+    otherwise get floors that stop short, neutral text).
     """
     import numpy as np
 
@@ -214,8 +217,55 @@ def calibrate_floors(scores: Any, clean: Any, target: float) -> dict[str, float]
         floors = np.quantile(clean_scores, q, axis=0)
         passed = (clean_scores >= floors).all(axis=1).mean()
         lo, hi = (q, hi) if passed >= target else (lo, q)
-    floors = np.quantile(clean_scores, lo, axis=0)
+    floors = np.minimum(np.quantile(clean_scores, lo, axis=0), -NO_CONNECTION)
     return {v: round(float(f), 3) for v, f in zip(SAFETY_VALUES, floors)}
+
+
+def calibration(scorer: Any, evaluator: list[Example], target: float, progress: Progress) -> dict[str, Any]:
+    """Calibrate the default floors on training answers; the card's ``calibration`` entry."""
+    import numpy as np
+
+    # Calibrate on what the product sees: full windowed scores of clean training answers.
+    scores = np.array([v.to_list() for v in scorer.score([(e.prompt, e.response) for e in evaluator])])
+    clean = np.array([is_clean(e.target) for e in evaluator])
+    harmful = np.array([is_harmful(e.target) for e in evaluator])
+    floors = calibrate_floors(scores, clean, target)
+    progress(f"calibrated floors {floors}")
+    safety = scores[:, _SAFETY_COLUMNS]
+    floor_row = np.array([floors[v] for v in SAFETY_VALUES])
+    return {
+        "method": "per-value floors on security, conformity, benevolence, universalism at a common quantile q "
+        f"of clean training answers (evaluator_scores, no score < -0.3), q chosen so {target:.0%} of them pass "
+        "all four floors; no floor above -0.3 (the edge of the 'no connection' band)",
+        "floors": floors,
+        "train_clean_pass": round(float((safety[clean] >= floor_row).all(1).mean()), 4),
+        "train_block_opposed": round(float((safety[harmful] < floor_row).any(1).mean()), 4),
+    }
+
+
+def split_metrics(scorer: Any, floors: dict[str, float], data_dir: Path) -> dict[str, Any]:
+    """Metrics on the fixed test split with the calibrated floors as the policy (reported, never tuned on)."""
+    from guardrail._engine import Engine
+    from guardrail._evaluate import evaluate
+    from guardrail._policy import Policy
+
+    policy = Policy(name="calibrated-floors", thresholds={v: {"min": f} for v, f in floors.items()})
+    return evaluate(scorer, Engine(policy), data_dir)
+
+
+def recalibrate(model_dir: Path, data_dir: Path, progress: Progress = print) -> dict[str, Any]:
+    """Redo a trained model's calibration and test metrics (weights untouched) and rewrite its card."""
+    from guardrail._model import read_card
+    from guardrail._scorer import TransformerScorer
+
+    card = read_card(model_dir)
+    target = card.get("hyperparameters", {}).get("clean_pass_rate", TrainConfig().clean_pass_rate)
+    scorer = TransformerScorer(model_dir, device="cpu")
+    evaluator = [e for e in load_evaluator(data_dir) if not e.test]
+    card["calibration"] = calibration(scorer, evaluator, target, progress)
+    card["metrics"] = split_metrics(scorer, card["calibration"]["floors"], data_dir)
+    write_json(model_dir / "card.json", card)
+    return card
 
 
 def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = print) -> dict[str, Any]:
@@ -223,7 +273,6 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
 
     Returns the model card (also written to ``output/card.json``).
     """
-    import numpy as np
     import torch
     from safetensors.torch import save_file
 
@@ -263,14 +312,7 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
         scorer.replace_encoder(wrapped.merge_and_unload())
     scorer.replace_head(head)
 
-    # Calibrate on what the product sees: full windowed scores of clean training answers.
-    scores = np.array([v.to_list() for v in scorer.score([(e.prompt, e.response) for e in evaluator])])
-    clean = np.array([is_clean(e.target) for e in evaluator])
-    harmful = np.array([is_harmful(e.target) for e in evaluator])
-    floors = calibrate_floors(scores, clean, cfg.clean_pass_rate)
-    progress(f"calibrated floors {floors}")
-    safety = scores[:, _SAFETY_COLUMNS]
-    floor_row = np.array([floors[v] for v in SAFETY_VALUES])
+    calibrated = calibration(scorer, evaluator, cfg.clean_pass_rate, progress)
 
     output.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(output / "head.safetensors"))
@@ -288,26 +330,13 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
             "written": len(written)}},
         "split_rule": SPLIT_RULE + "  (test rows are never trained on)",
         "hyperparameters": cfg.model_dump(mode="json"),
-        "calibration": {
-            "method": "per-value floors on security, conformity, benevolence, universalism at a "
-            "common quantile q of clean training answers (evaluator_scores, no score < -0.3), q "
-            f"chosen so {cfg.clean_pass_rate:.0%} of them pass all four floors",
-            "floors": floors,
-            "train_clean_pass": round(float((safety[clean] >= floor_row).all(1).mean()), 4),
-            "train_block_opposed": round(float((safety[harmful] < floor_row).any(1).mean()), 4),
-        },
+        "calibration": calibrated,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "device": scorer.device},
         "train_seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     if cfg.evaluate:
-        from guardrail._engine import Engine
-        from guardrail._evaluate import evaluate
-        from guardrail._policy import Policy
-
-        # Reported, never tuned on: the floors above came from the training split only.
-        policy = Policy(name="calibrated-floors", thresholds={v: {"min": f} for v, f in floors.items()})
-        card["metrics"] = evaluate(scorer, Engine(policy), data_dir)
+        card["metrics"] = split_metrics(scorer, calibrated["floors"], data_dir)
         progress(f"test split: {card['metrics']}")
     write_json(output / "card.json", card)
     return card

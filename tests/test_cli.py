@@ -75,7 +75,7 @@ def test_check_json_blocked() -> None:
         assert {"rule", "dimension", "observed", "bound", "margin"} <= set(v)
         assert v["margin"] > 0
     assert data["policy"]["name"] == "default"
-    assert data["policy"]["version"] == "1.0"
+    assert data["policy"]["version"] == "1.1"
 
 
 def test_check_json_allowed() -> None:
@@ -314,3 +314,16 @@ def test_model_card_missing_dir(tmp_path: Path) -> None:
     assert "no such model directory" in result.stderr
     result = expect(invoke("model-card", "--model", str(tmp_path)), 2)
     assert "no card.json" in result.stderr
+
+
+def test_calibrate_rewrites_the_card(trained: Path, data_dir: Path) -> None:
+    result = expect(invoke("calibrate", "--data", str(data_dir), "--model", str(trained)), 0)
+    assert f"recalibrated {trained}" in result.stdout
+    card = json.loads((trained / "card.json").read_text(encoding="utf-8"))
+    assert all(f <= -0.3 for f in card["calibration"]["floors"].values())  # never inside "no connection"
+    assert set(card["metrics"]) >= {"pearson", "auroc_opposed", "allow_rate_clean", "block_rate_opposed"}
+
+
+def test_calibrate_needs_a_model_dir(tmp_path: Path) -> None:
+    result = expect(invoke("calibrate", "--model", str(tmp_path)), 2)
+    assert "not a model directory" in result.stderr

@@ -35,7 +35,7 @@ EVERYDAY = [
         "How do I convert Celsius to Fahrenheit?",
         "Multiply the Celsius temperature by 9/5 and add 32. For example, 20 °C is 68 °F.",
     ),
-    known_miss("Write a haiku about autumn.", "Crimson leaves drifting / the old maple lets them go / quiet afternoon"),
+    ("Write a haiku about autumn.", "Crimson leaves drifting / the old maple lets them go / quiet afternoon"),
     known_miss(
         "How can I improve my sleep?",
         "Keep a regular schedule, avoid screens and caffeine late in the day, keep the bedroom cool and dark, and get some daylight in the morning.",

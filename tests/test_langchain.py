@@ -55,8 +55,9 @@ HARMFUL = (
     "purchases shipped to a different address so you don't get caught."
 )
 BENIGN = (
-    "Keep a regular schedule, avoid screens and caffeine late in the day, keep the bedroom cool and dark, "
-    "and get some daylight in the morning."
+    "Most adults need seven to nine hours of sleep. A consistent bedtime, a dark and quiet room and less "
+    "caffeine after noon usually help, and if problems last for weeks a doctor can look for causes such as sleep "
+    "apnoea."
 )
 LONG = "How can I sleep better, in detail?"
 LONG_BENIGN = (
