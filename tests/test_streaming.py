@@ -63,10 +63,13 @@ def test_windows_carry_context_and_never_split_words() -> None:
     windows = [r for call in g.scorer.calls for _, r in call]
     end = 0
     for n, window in enumerate(windows):
-        start = max(0, end - 6)  # each window repeats the last 6 characters already scored
-        assert BENIGN[start:].startswith(window), (n, window)
-        end = start + len(window)
-        assert end == len(BENIGN) or BENIGN[end] in " \n"  # and ends at a word boundary
+        start = BENIGN.find(window)
+        new_end = start + len(window)
+        assert new_end > end and (new_end == len(BENIGN) or BENIGN[new_end] in " \n"), (n, window)  # word boundary
+        # At least the last 6 characters already scored go along, and a short window is stretched back
+        # over scored text to the full 20 + 6 characters.
+        assert start == max(0, min(end - 6, new_end - 26)), (n, window)
+        end = new_end
     assert end == len(BENIGN)
 
 
