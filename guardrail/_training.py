@@ -59,7 +59,7 @@ class TrainConfig(BaseModel):
     )
     adapter_alpha: float = 32.0
     adapter_targets: list[str] = Field(default=["query", "key", "value", "dense"])
-    finetune_epochs: int = 4
+    finetune_epochs: int = 3
     finetune_lr: float = 1e-3
     finetune_head_lr: float = 1e-3
     finetune_batch_size: int = 16
@@ -69,14 +69,10 @@ class TrainConfig(BaseModel):
         le=1,
         description="Share of fine-tuning examples shown without their prompt, so the response itself is judged.",
     )
-    touche: bool = Field(
-        default=False,
-        description="Add Touché23 training arguments as extra signal (off: over the frozen encoder it raised "
-        "Pearson r a little but lowered the AUROC; see benchmarks/data_sources.py).",
-    )
+    touche: bool = Field(default=True, description="Add Touché23 training arguments as extra signal.")
     touche_weight: float = Field(default=0.5, description="Loss weight of Touché23 examples.")
     written: bool = Field(
-        default=True,
+        default=False,
         description="Add the project's own labelled examples (guardrail/data/written_*.jsonl): everyday "
         "instructions and casual harm, which FULCRA's refusal-heavy answers barely cover.",
     )

@@ -253,7 +253,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """A tiny model trained by ``guardrail train`` (smoke-sized: --limit 16)."""
     output = tmp_path_factory.mktemp("model")
     args = ["--data", str(data_dir), "--limit", "16", "--epochs", "2", "--finetune-epochs", "1", "--skip-eval"]
-    args += ["--touche"]  # every source, so the card lists them all
+    args += ["--touche", "--written"]  # every source, so the card lists them all
     result = expect(invoke("train", *args, "-o", str(output)), 0)
     assert f"wrote {output}" in result.stdout
     return output
