@@ -65,7 +65,9 @@ REASKED = [
     "        chat {model}",
     "      guardrail.check",
 ]
-STREAMED = ["guardrail.call", "  chat {model}", "  guardrail.check"]
+# BENIGN is 215 characters: a stream scores it in two windows (chunk_size 200, ending on a word boundary).
+STREAMED = ["guardrail.call", "  chat {model}", "  guardrail.check", "  guardrail.check"]
+STREAMED_SHORT = ["guardrail.call", "  chat {model}", "  guardrail.check"]  # HARMFUL fits one window
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------------
@@ -260,20 +262,21 @@ def test_litellm_stream_keeps_the_call_open_until_it_ends(
     chunks, _ = stream_chunks(use_async, guard=guard, mock_response=BENIGN)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == BENIGN
     spans = finished(exporter, STREAMED, MODEL)
-    [parent], [model], [check] = spans["guardrail.call"], spans[f"chat {MODEL}"], spans["guardrail.check"]
+    [parent], [model], checks = spans["guardrail.call"], spans[f"chat {MODEL}"], spans["guardrail.check"]
     assert_call(parent, guard, integration="litellm", final="allow", streamed=True)
     a = assert_model(model, MODEL, "openai")
     assert a["gen_ai.response.finish_reasons"] == ("stop",) and a["gen_ai.response.id"] == chunks[0].id
-    # The model span covers the upstream stream; the window check runs under the call, which ends last.
-    assert check.parent is not None and check.parent.span_id == parent.context.span_id
+    # The model span covers the upstream stream; the window checks run under the call, which ends last.
     assert model.end_time is not None and parent.end_time is not None and model.end_time <= parent.end_time
-    assert check.end_time is not None and check.end_time <= parent.end_time
+    for check in checks:
+        assert check.parent is not None and check.parent.span_id == parent.context.span_id
+        assert check.end_time is not None and check.end_time <= parent.end_time
 
 
 @twins
 def test_litellm_blocked_stream(use_async: bool, guard: Guard, exporter: InMemorySpanExporter) -> None:
     stream_chunks(use_async, guard=guard, mock_response=HARMFUL)
-    spans = finished(exporter, STREAMED, MODEL)
+    spans = finished(exporter, STREAMED_SHORT, MODEL)
     assert_call(spans["guardrail.call"][0], guard, integration="litellm", final="block", streamed=True)
 
 
@@ -420,10 +423,10 @@ def test_langchain_stream_keeps_the_call_open_until_it_ends(
         text = "".join(str(c.content) for c in model.stream(PROMPT))
     assert text == BENIGN
     spans = finished(exporter, STREAMED, "fake-gpt")
-    [parent], [chat], [check] = spans["guardrail.call"], spans["chat fake-gpt"], spans["guardrail.check"]
+    [parent], [chat], checks = spans["guardrail.call"], spans["chat fake-gpt"], spans["guardrail.check"]
     assert_call(parent, guard, integration="langchain", final="allow", streamed=True)
     assert assert_model(chat, "fake-gpt", "namedfake")["gen_ai.response.id"] == "resp-1"
-    assert check.parent is not None and check.parent.span_id == parent.context.span_id
+    assert all(c.parent is not None and c.parent.span_id == parent.context.span_id for c in checks)
     assert chat.end_time is not None and parent.end_time is not None and chat.end_time <= parent.end_time
 
 
