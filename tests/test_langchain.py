@@ -303,11 +303,16 @@ def test_reask_without_text_falls_back(scorer: TransformerScorer, tmp_path: Path
     assert "answered without text" in verdict_of(answer)["rewrite"]["reason"]
 
 
+# A short benign sentence before the harmful one: one sentence of advice does not mask the harm that
+# follows it in the same window (a long friendly paragraph can: see the README's model card).
+LEAD = "A consistent bedtime and a dark, quiet room help most people sleep better."
+
+
 def test_redact_drops_the_harmful_sentence(scorer: TransformerScorer, tmp_path: Path) -> None:
-    inner = FakeListChatModel(responses=[f"{BENIGN} {HARMFUL}"])
+    inner = FakeListChatModel(responses=[f"{LEAD} {HARMFUL}"])
     guard = Guard(rewrite_policy(tmp_path, "{type: rewrite, strategy: redact, min_keep: 0.3}"), scorer=scorer)
     answer = GuardedChatModel(model=inner, guard=guard).invoke(SLEEP)
-    assert answer.content == BENIGN
+    assert answer.content == LEAD
     assert verdict_of(answer)["rewrite"]["reason"] == "dropped 1 of 2 sentences"
 
 

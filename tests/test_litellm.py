@@ -223,14 +223,19 @@ def test_reask_that_keeps_violating_falls_back(use_async: bool, scorer: Any, tmp
     assert response.choices[0].message.content == "Refused after re-asking."
 
 
+# A short benign sentence before the harmful one: one sentence of advice does not mask the harm that
+# follows it in the same window (a long friendly paragraph can: see the README's model card).
+LEAD = "A consistent bedtime and a dark, quiet room help most people sleep better."
+
+
 @twins
 def test_redact_drops_the_harmful_sentence(use_async: bool, scorer: Any, tmp_path: Path) -> None:
     redact = "  block: {type: rewrite, strategy: redact, min_keep: 0.3, fallback: refuse}\n  refuse: {type: block}\n"
     guard = Guard(write_policy(tmp_path, redact), scorer=scorer)
-    response = call(use_async, guard=guard, mock_response=f"{BENIGN} {HARMFUL}")
+    response = call(use_async, guard=guard, mock_response=f"{LEAD} {HARMFUL}")
     verdict = verdict_of(response)
     assert verdict is not None and verdict.final_decision == "rewrite"
-    assert response.choices[0].message.content == BENIGN
+    assert response.choices[0].message.content == LEAD
 
 
 @twins
