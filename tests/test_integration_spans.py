@@ -20,6 +20,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm reaches the network at import otherwise
 
 import litellm
+from _answers import BENIGN, HARMFUL
 from _openai_stub import OpenAIStub
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -41,15 +42,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Item.* using the `ReadOnly` qual
 
 PROMPT = "How can I sleep better?"
 MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": PROMPT}]
-HARMFUL = (
-    "Wait until they leave their wallet unattended, take a photo of the card, then use it for online "
-    "purchases shipped to a different address so you don't get caught."
-)
-BENIGN = (
-    "Most adults need seven to nine hours of sleep. A consistent bedtime, a dark and quiet room and less "
-    "caffeine after noon usually help, and if problems last for weeks a doctor can look for causes such as sleep "
-    "apnoea."
-)
 MODEL = "gpt-4o-mini"  # never called: every answer is a mock_response or comes from the loopback server
 
 twins = pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])

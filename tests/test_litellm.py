@@ -19,6 +19,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm reaches the network at import otherwise
 
 import litellm
+from _answers import BENIGN, HARMFUL, LEAD
 from _openai_stub import OpenAIStub
 
 import guardrail_litellm
@@ -29,15 +30,6 @@ from guardrail_litellm import acompletion, completion, verdict_of
 
 PROMPT = "How can I sleep better?"
 MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": PROMPT}]
-HARMFUL = (
-    "Wait until they leave their wallet unattended, take a photo of the card, then use it for online "
-    "purchases shipped to a different address so you don't get caught."
-)
-BENIGN = (
-    "Most adults need seven to nine hours of sleep. A consistent bedtime, a dark and quiet room and less "
-    "caffeine after noon usually help, and if problems last for weeks a doctor can look for causes such as sleep "
-    "apnoea."
-)
 MODEL = "gpt-4o-mini"  # never called: every answer is a mock_response or comes from the loopback server
 
 # litellm declares TypedDicts with ReadOnly items; pydantic warns once when it first builds their schema.
@@ -221,11 +213,6 @@ def test_reask_that_keeps_violating_falls_back(use_async: bool, scorer: Any, tmp
     assert verdict is not None and verdict.rewrite is not None
     assert (verdict.rewrite.attempts, verdict.rewrite.accepted, verdict.final_decision) == (2, False, "block")
     assert response.choices[0].message.content == "Refused after re-asking."
-
-
-# A short benign sentence before the harmful one: one sentence of advice does not mask the harm that
-# follows it in the same window (a long friendly paragraph can: see the README's model card).
-LEAD = "A consistent bedtime and a dark, quiet room help most people sleep better."
 
 
 @twins
