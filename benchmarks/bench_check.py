@@ -1,6 +1,6 @@
 """Latency of one ``Guard.check`` and batched scoring throughput, printed as JSON.
 
-    python benchmarks/bench_check.py [--repeats 50] [--device auto] [--model DIR ...]
+    python benchmarks/bench_check.py [--repeats 50] [--device auto] [--runtime auto] [--model DIR ...]
 
 With several ``--model`` directories (e.g. the previous release's and the new one) each is measured
 in the same run, so their figures compare.
@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--runtime", default="auto", help="auto, torch, torch-int8, onnx, onnx-int8 (CPU).")
     parser.add_argument("--model", action="append", default=None, help="Model directory (repeatable).")
     args = parser.parse_args()
     runs = [measure(model, args) for model in args.model or [None]]
@@ -55,7 +56,7 @@ def measure(model: str | None, args: argparse.Namespace) -> dict[str, object]:
 
     from guardrail import Guard, TransformerScorer
 
-    scorer = TransformerScorer(model, device=args.device)
+    scorer = TransformerScorer(model, device=args.device, runtime=args.runtime)
     guard = Guard("default", scorer)
     tokens = len(scorer._tokenizer(RESPONSE_60, add_special_tokens=False)["input_ids"])
 
@@ -85,6 +86,7 @@ def measure(model: str | None, args: argparse.Namespace) -> dict[str, object]:
         "batch_responses_per_s": round(args.batch / batch_s, 1),
         "model": scorer.model_id,
         "device": scorer.device,
+        "runtime": scorer.runtime,
         "dtype": str(scorer.dtype).replace("torch.", ""),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -8,7 +8,7 @@ Quick start::
     verdict = guard.check("Here is how to pick a lock...", prompt="How do I get into my neighbour's house?")
     verdict.decision                    # 'allow' | 'log' | 'block' | 'rewrite'
     verdict.scores.benevolence          # one of ten scores in [-1, 1]
-    verdict.explain()                   # "block (policy default v1.1): universalism -0.33, below the floor -0.30 by 0.03"
+    verdict.explain()                   # "block (policy default v1.1): universalism -0.33, below the floor ..."
 
 ``import guardrail`` does not import torch: the scorer loads it when first built.
 """

@@ -80,12 +80,12 @@ class Guard:
     ) -> None:
         self.policy = load_policy(default_policy() if policy is None else policy)
         self.engine = Engine(self.policy)
+        settings = self.policy.scorer
         built = scorer is None
         if scorer is None:
             from guardrail._scorer import TransformerScorer
 
-            scorer = TransformerScorer()
-        settings = self.policy.scorer
+            scorer = TransformerScorer(runtime=settings.runtime)
         batching = built if settings.batching is None else settings.batching
         if batching and not isinstance(scorer, MicroBatcher):
             scorer = MicroBatcher(

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from guardrail._types import Runtime
 from guardrail._values import VALUES
 
 ActionType = Literal["allow", "log", "block", "rewrite"]
@@ -197,7 +198,7 @@ class Action(_Model):
 
 
 class ScorerSettings(_Model):
-    """How checks reach the scorer.
+    """How checks reach the scorer, and where the scorer a Guard builds itself runs.
 
     Micro-batching gathers concurrent checks (threads and tasks) into one forward pass: a worker
     takes the first request, adds what arrives within ``max_wait_ms`` up to ``max_batch`` items,
@@ -212,6 +213,12 @@ class ScorerSettings(_Model):
     max_batch: int = Field(default=64, ge=1, description="Most items scored in one joint call.")
     max_wait_ms: float = Field(
         default=0.0, ge=0, description="Longest wait for company; 0 takes only what is queued (no added latency)."
+    )
+    runtime: Runtime = Field(
+        default="auto",
+        description="Where the scorer a Guard builds itself runs its forward pass: auto (CUDA: torch in bfloat16; "
+        "CPU: onnx when the onnx extra is installed, else torch), torch, torch-int8, onnx, onnx-int8. "
+        "A scorer passed in keeps its own.",
     )
 
 

@@ -19,11 +19,19 @@ from typing import TYPE_CHECKING, Any
 from guardrail._exceptions import ModelLoadError, ScorerError
 from guardrail._model import ModelConfig, read_card, read_config, resolve_encoder
 from guardrail._resources import default_model_dir
-from guardrail._types import Item
+from guardrail._runtime import ONNX_RUNTIMES, OnnxForward, exportable, load_onnx, quantize_int8, resolve_runtime
+from guardrail._types import Item, Runtime
 from guardrail._values import NO_CONNECTION, VALUES, ValueVector
 
 if TYPE_CHECKING:
     import torch
+
+
+_EXPORT_SAMPLE: list[Item] = [
+    ("How do I bake bread?", "Mix flour, water, salt and yeast, knead, let it rise, shape it and bake it until brown."),
+    (None, "Thanks!"),
+]
+"""Traced when exporting to ONNX: a text pair and a lone text of different lengths (padding)."""
 
 
 def pick_device(device: str) -> str:
@@ -43,6 +51,11 @@ class TransformerScorer:
             shipped in the package.
         encoder: Override the base encoder named by the model (a local path or a hub id).
         device: ``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda``, ``cuda:1``...
+        runtime: Where the forward pass runs: ``auto`` (CUDA: ``torch`` in bfloat16; CPU: ``onnx``
+            when the ``onnx`` extra is installed, else ``torch``), ``torch`` (float32 on the CPU),
+            ``torch-int8``, ``onnx`` (ONNX Runtime, float32, exported on first use and cached) or
+            ``onnx-int8``. The int8 runtimes are faster but their scores drift; see README
+            "Performance" for the measured deviation and speed.
         batch_size: Windows per forward pass.
         config: Build from this configuration instead of ``model`` (training: the head starts
             untrained unless ``head`` is given).
@@ -61,6 +74,7 @@ class TransformerScorer:
         *,
         encoder: str | None = None,
         device: str = "auto",
+        runtime: Runtime = "auto",
         batch_size: int = 32,
         config: ModelConfig | None = None,
         head: Any = None,
@@ -68,31 +82,62 @@ class TransformerScorer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         import torch
-        from safetensors.torch import load_file
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from guardrail._head import ValueHead, pool
+        from guardrail._head import pool
 
         self.model_dir = Path(model) if model is not None else default_model_dir()
         self.config = config or read_config(self.model_dir)
         self.card = read_card(self.model_dir) if config is None else {}
         self.batch_size = batch_size
         self.device = pick_device(device)
+        self.runtime: str = resolve_runtime(runtime, self.device, building=config is not None or head is not None)
+        """The concrete runtime (``auto`` resolved): torch, torch-int8, onnx or onnx-int8."""
         self.dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         source = resolve_encoder(encoder or self.config.encoder)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source)
-            self._encoder = AutoModel.from_pretrained(source, use_safetensors=True, dtype=self.dtype)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load encoder {source!r}: {exc}") from exc
         if not self._tokenizer.is_fast:
             raise ModelLoadError(f"encoder {source!r} needs a fast tokenizer (for windowing)")
         # Responses are windowed by us, never truncated: silence the length warning.
         self._tokenizer.model_max_length = 1 << 30
+        self._encoder: Any = None
+        self._head: Any = None
+        self._onnx: OnnxForward | None = None
+        if self.runtime in ONNX_RUNTIMES:
+            # PyTorch modules are only loaded to export, when the graph is not cached yet.
+            self._onnx = load_onnx(
+                self.runtime,
+                model_dir=self.model_dir,
+                encoder_source=source,
+                build=lambda: self._exportable(source),
+                threads=torch.get_num_threads(),
+            )
+        else:
+            self._encoder, self._head = self._load_modules(source, config, head)
+            if self.runtime == "torch-int8":
+                self._encoder = quantize_int8(self._encoder)
+        self._lock = threading.Lock()
+        self._torch = torch
+        self._pool = pool
+
+    def _load_modules(self, source: str, config: ModelConfig | None, head: Any, **options: Any) -> tuple[Any, Any]:
+        """The encoder (adapter merged) and the value head, in eval mode on this scorer's device."""
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        from guardrail._head import ValueHead
+
+        try:
+            encoder = AutoModel.from_pretrained(source, use_safetensors=True, dtype=self.dtype, **options)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load encoder {source!r}: {exc}") from exc
         if self.config.adapter is not None and config is None:
-            self._encoder = self._with_adapter(self._encoder, self.model_dir / "adapter.safetensors")
-        self._encoder.eval().to(self.device)
-        width = self._encoder.config.hidden_size * len(self.config.layers)
+            encoder = self._with_adapter(encoder, self.model_dir / "adapter.safetensors")
+        encoder.eval().to(self.device)
+        width = encoder.config.hidden_size * len(self.config.layers)
         if head is None:
             head = ValueHead(width, self.config.hidden)
             if config is None:
@@ -101,10 +146,14 @@ class TransformerScorer:
                     head.load_state_dict(self._read_head(file, load_file))
                 except RuntimeError as exc:
                     raise ModelLoadError(f"{file}: weights do not fit config.json: {exc}") from exc
-        self._head = head.eval().to(self.device)
-        self._lock = threading.Lock()
-        self._torch = torch
-        self._pool = pool
+        return encoder, head.eval().to(self.device)
+
+    def _exportable(self, source: str) -> tuple[Any, dict[str, torch.Tensor]]:
+        # Eager attention exports as plain MatMul/Softmax, the pattern ONNX Runtime fuses; the
+        # sample has two windows of different lengths so that padding is traced and checked.
+        encoder, head = self._load_modules(source, None, None, attn_implementation="eager")
+        sample = self.collate(self._windows(_EXPORT_SAMPLE)[0])
+        return exportable(encoder, head, self.config.layers, list(sample)), sample
 
     def _with_adapter(self, encoder: Any, file: Path) -> Any:
         # Merged into the base weights once at load: scoring then costs what the base costs.
@@ -135,17 +184,24 @@ class TransformerScorer:
     @property
     def encoder(self) -> Any:
         """The encoder module (a ``transformers`` model), e.g. to wrap it with an adapter for training."""
+        self._need_torch("encoder")
         return self._encoder
 
     def replace_encoder(self, encoder: Any) -> None:
         """Swap in another encoder (used by training), on this scorer's device."""
+        self._need_torch("replace_encoder")
         with self._lock:
             self._encoder = encoder.eval().to(self.device)
 
     def replace_head(self, head: Any) -> None:
         """Swap in another value head (used by training), on this scorer's device."""
+        self._need_torch("replace_head")
         with self._lock:
             self._head = head.eval().to(self.device)
+
+    def _need_torch(self, what: str) -> None:
+        if self.runtime != "torch":
+            raise ScorerError(f"{what} needs runtime 'torch' (this scorer runs {self.runtime!r})")
 
     @property
     def model_id(self) -> str:
@@ -228,12 +284,18 @@ class TransformerScorer:
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                batch = self.collate([windows[i] for i in chunk])
-                pooled = self._pool(self._encoder, batch, self.config.layers)
-                result = pooled if pooled_only else self._head(pooled)
+                result = self._run(self.collate([windows[i] for i in chunk]), pooled_only)
                 for j, i in enumerate(chunk):
                     out[i] = result[j].float().cpu()
         return torch.stack([t for t in out if t is not None])
+
+    def _run(self, batch: dict[str, torch.Tensor], pooled_only: bool) -> torch.Tensor:
+        """The runtime-specific part: one padded batch through encoder, pooling and head."""
+        if self._onnx is not None:
+            arrays = {k: v.numpy() for k, v in batch.items()}
+            return self._torch.from_numpy(self._onnx.run(arrays, "features" if pooled_only else "scores"))
+        pooled = self._pool(self._encoder, batch, self.config.layers)
+        return pooled if pooled_only else self._head(pooled)
 
     @staticmethod
     def _combine(scores: torch.Tensor, rows: list[int]) -> ValueVector:

@@ -10,6 +10,9 @@ from guardrail._values import ValueVector
 Item: TypeAlias = tuple[str | None, str]
 """One thing to score: (prompt or None, response)."""
 
+Runtime: TypeAlias = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8"]
+"""Where the scorer's forward pass runs; see ``guardrail/_runtime.py`` and README "Performance"."""
+
 CheckRole: TypeAlias = Literal["answer", "revision", "sentence", "redacted"]
 """Why a check ran: the answer itself, or a rewrite's re-check (a revision, a sentence, the redacted rest)."""
 

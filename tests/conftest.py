@@ -35,7 +35,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def scorer() -> TransformerScorer:
-    """The shipped default model, loaded once per session."""
+    """The shipped default model in PyTorch float32 (the reference runtime), loaded once per session."""
     from guardrail._scorer import TransformerScorer
 
-    return TransformerScorer()
+    return TransformerScorer(runtime="torch")
