@@ -21,6 +21,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm reaches
 
 import litellm
 from _answers import BENIGN, HARMFUL
+from _litellm_calls import MESSAGES, MODEL, PROMPT, call, stream_chunks
 from _openai_stub import OpenAIStub
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -35,14 +36,11 @@ from guardrail import Guard
 from guardrail._genai import MESSAGES_LIMIT, provider_name
 from guardrail._telemetry import CAPTURE_ENV, CONTENT_LIMIT
 from guardrail_langchain import GuardedChatModel, ValueGuardrailMiddleware
-from guardrail_litellm import ValueGuardrail, acompletion, completion, verdict_of
+from guardrail_litellm import ValueGuardrail, completion, verdict_of
 
 # litellm declares TypedDicts with ReadOnly items; pydantic warns once when it first builds their schema.
 pytestmark = pytest.mark.filterwarnings("ignore:Item.* using the `ReadOnly` qualifier:UserWarning")
 
-PROMPT = "How can I sleep better?"
-MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": PROMPT}]
-MODEL = "gpt-4o-mini"  # never called: every answer is a mock_response or comes from the loopback server
 
 twins = pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 
@@ -166,24 +164,6 @@ def assert_model(span: ReadableSpan, model: str, provider: str) -> dict[str, Any
     assert a.get("gen_ai.request.model") == (model or None)
     assert "gen_ai.input.messages" not in a and "gen_ai.output.messages" not in a  # capture is off
     return a
-
-
-def call(use_async: bool, **kwargs: Any) -> Any:
-    kwargs = {"model": MODEL, "messages": MESSAGES, **kwargs}
-    return asyncio.run(acompletion(**kwargs)) if use_async else completion(**kwargs)
-
-
-def stream_chunks(use_async: bool, **kwargs: Any) -> tuple[list[Any], Any]:
-    kwargs = {"model": MODEL, "messages": MESSAGES, "stream": True, **kwargs}
-    if not use_async:
-        stream = completion(**kwargs)
-        return list(stream), stream
-
-    async def run() -> tuple[list[Any], Any]:
-        stream = await acompletion(**kwargs)
-        return [chunk async for chunk in stream], stream
-
-    return asyncio.run(run())
 
 
 # -- LiteLLM ---------------------------------------------------------------------------------------------

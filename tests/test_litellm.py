@@ -20,6 +20,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm reaches
 
 import litellm
 from _answers import BENIGN, HARMFUL, LEAD
+from _litellm_calls import MESSAGES, MODEL, call, stream_chunks
 from _openai_stub import OpenAIStub
 
 import guardrail_litellm
@@ -28,35 +29,11 @@ from guardrail.testing import FakeScorer
 from guardrail_litellm import _guards as guards
 from guardrail_litellm import acompletion, completion, verdict_of
 
-PROMPT = "How can I sleep better?"
-MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": PROMPT}]
-MODEL = "gpt-4o-mini"  # never called: every answer is a mock_response or comes from the loopback server
-
 # litellm declares TypedDicts with ReadOnly items; pydantic warns once when it first builds their schema.
 # That is litellm's and pydantic's business, not ours: ignore exactly that warning, keep every other one an error.
 pytestmark = pytest.mark.filterwarnings("ignore:Item.* using the `ReadOnly` qualifier:UserWarning")
 
 twins = pytest.mark.parametrize("use_async", [False, True], ids=["completion", "acompletion"])
-
-
-def call(use_async: bool, **kwargs: Any) -> Any:
-    """completion(...) or acompletion(...) with the same arguments."""
-    kwargs = {"model": MODEL, "messages": MESSAGES, **kwargs}
-    return asyncio.run(acompletion(**kwargs)) if use_async else completion(**kwargs)
-
-
-def stream_text(use_async: bool, **kwargs: Any) -> tuple[list[Any], Any]:
-    """The chunks of a guarded stream (sync or async) and the stream itself, iterated to the end."""
-    kwargs = {"model": MODEL, "messages": MESSAGES, "stream": True, **kwargs}
-    if not use_async:
-        stream = completion(**kwargs)
-        return list(stream), stream
-
-    async def run() -> tuple[list[Any], Any]:
-        stream = await acompletion(**kwargs)
-        return [chunk async for chunk in stream], stream
-
-    return asyncio.run(run())
 
 
 def joined(chunks: list[Any]) -> str:
@@ -127,7 +104,7 @@ def test_verdict_is_attached_as_json_and_as_object(use_async: bool, guard: Guard
 
 @twins
 def test_benign_stream_is_delivered_whole_with_its_finish_chunk(use_async: bool, guard: Guard) -> None:
-    chunks, stream = stream_text(use_async, guard=guard, mock_response=BENIGN)
+    chunks, stream = stream_chunks(use_async, guard=guard, mock_response=BENIGN)
     assert joined(chunks) == BENIGN == stream.delivered
     assert all(isinstance(c, litellm.ModelResponseStream) for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "stop"  # text-less chunks keep their place
@@ -139,7 +116,7 @@ def test_benign_stream_is_delivered_whole_with_its_finish_chunk(use_async: bool,
 @twins
 def test_harmful_stream_delivers_zero_characters_of_the_answer(use_async: bool, guard: Guard) -> None:
     assert guard.policy.streaming.stream_first is False
-    chunks, stream = stream_text(use_async, guard=guard, mock_response=HARMFUL)
+    chunks, stream = stream_chunks(use_async, guard=guard, mock_response=HARMFUL)
     text = joined(chunks)
     assert stream.verdict is not None and stream.verdict.decision == "block"
     assert len(stream.delivered) == 0  # not one character of the blocked answer got out
@@ -237,7 +214,7 @@ def test_raise_on_block_raises_with_the_verdict(use_async: bool, guard: Guard) -
 @twins
 def test_raise_on_block_in_a_stream_raises_instead_of_the_message(use_async: bool, guard: Guard) -> None:
     with pytest.raises(GuardrailViolation) as caught:
-        stream_text(use_async, guard=guard, mock_response=HARMFUL, raise_on_block=True)
+        stream_chunks(use_async, guard=guard, mock_response=HARMFUL, raise_on_block=True)
     assert caught.value.verdict.decision == "block"
 
 
