@@ -18,12 +18,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from guardrail._policy import Streaming
-from guardrail._verdict import Rewrite, Verdict
+from guardrail._rewrite import Result
+from guardrail._verdict import Verdict
 
 if TYPE_CHECKING:
     from guardrail._guard import Guard
 
 C = TypeVar("C")
+
+_CANNOT_REWRITE = Result(False, None, 0, None, "a streamed answer cannot be rewritten; its fallback applies")
 
 
 @dataclass
@@ -123,16 +126,9 @@ class _Base(Generic[C]):
     def _final(self, verdict: Verdict) -> Verdict:
         if verdict.decision in ("allow", "log"):
             return verdict
-        if verdict.decision == "rewrite" and verdict.action is not None:
-            fallback = self._guard.policy.action(verdict.action.fallback)
-            rewrite = Rewrite(
-                verdict.action.strategy or "", 0, False, fallback.type, verdict.action.fallback,
-                "a streamed answer cannot be rewritten; its fallback applies",
-            )  # fmt: skip
-            output = fallback.message if fallback.type == "block" else None
-            if fallback.type in ("allow", "log"):
-                return replace(verdict, rewrite=replace(rewrite, final_decision="log"))
-            return replace(verdict, rewrite=rewrite, output=output)
+        if verdict.decision == "rewrite":
+            # The same fallback Guard.enforce applies when a rewrite fails, with the reason it failed here.
+            return self._guard._fallback(verdict, self._window.text, _CANNOT_REWRITE)
         return replace(verdict, output=verdict.message)
 
     def _close(self) -> None:
