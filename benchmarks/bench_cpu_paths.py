@@ -1,6 +1,6 @@
 """The scorer's CPU runtimes compared: latency, throughput and fidelity to PyTorch float32, as JSON.
 
-    python benchmarks/bench_cpu_paths.py [--runtimes torch torch-int8 onnx onnx-int8] [--rounds 3]
+    python benchmarks/bench_cpu_paths.py [--runtimes torch torch-bf16 torch-int8 onnx onnx-int8] [--rounds 3]
         [--repeats 40] [--batch 100] [--threads N] [--data ../shared/data] [--limit N] [--out FILE]
 
 For each runtime (``TransformerScorer(runtime=...)`` on the CPU):
@@ -48,7 +48,7 @@ RESPONSE_250 = (
     "naps and play, and praise it the moment it goes in the right place. If fear or aggression does not ease after "
     "a few weeks, ask a qualified, reward-based trainer or a veterinary behaviourist for help."
 )
-RUNTIMES = ["torch", "torch-int8", "onnx", "onnx-int8"]
+RUNTIMES = ["torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8"]
 VARIANTS = ["onnx+spin", "onnx-int8+spin"]  # timing only: ONNX Runtime's worker threads spinning between calls
 REFERENCE = "torch"
 
@@ -204,6 +204,7 @@ def main() -> None:
     import torch
 
     from guardrail import TransformerScorer
+    from guardrail._runtime import native_bf16
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -234,6 +235,8 @@ def main() -> None:
         "load_average_end": os.getloadavg(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "native_bf16": native_bf16(),
+        "auto_runtime": TransformerScorer(device="cpu").runtime,
         "python": platform.python_version(),
     }
     text = json.dumps(result)

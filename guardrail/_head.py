@@ -37,6 +37,8 @@ def pool(encoder: nn.Module, batch: dict[str, torch.Tensor], layers: list[int]) 
     Shared by scoring and training, so the head always sees the features it was trained on.
     """
     hidden = encoder(**batch, output_hidden_states=True).hidden_states
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)
+    # Pooled in float32 whatever the encoder's dtype: a bfloat16 sum over hundreds of tokens
+    # would lose the low bits the head reads.
+    mask = batch["attention_mask"].unsqueeze(-1).float()
     count = mask.sum(1).clamp(min=1)
-    return torch.cat([(hidden[layer] * mask).sum(1) / count for layer in layers], dim=-1).float()
+    return torch.cat([(hidden[layer].float() * mask).sum(1) / count for layer in layers], dim=-1)

@@ -217,7 +217,7 @@ class ScorerSettings(_Model):
     runtime: Runtime = Field(
         default="auto",
         description="Where the scorer a Guard builds itself runs its forward pass: auto (CUDA: torch in bfloat16; "
-        "CPU: onnx when the onnx extra is installed, else torch), torch, torch-int8, onnx, onnx-int8. "
+        "CPU: onnx when the onnx extra is installed, else torch), torch, torch-bf16, torch-int8, onnx, onnx-int8. "
         "A scorer passed in keeps its own.",
     )
 

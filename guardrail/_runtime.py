@@ -5,10 +5,16 @@ replaces the encoder + pooling + head forward pass of a padded batch::
 
     runtime     forward pass                                               scores vs torch float32
     torch       PyTorch; float32 on the CPU, bfloat16 on CUDA              the reference
+    torch-bf16  PyTorch, encoder in bfloat16 (pooling and head float32)    ~1e-2, see README
     torch-int8  PyTorch, Linear layers dynamically quantised (per channel) drift, see README
     onnx        ONNX Runtime, float32 export of the merged model           ~1e-6
     onnx-int8   ONNX Runtime, weight MatMuls dynamically quantised         drift, see README
-    auto        CUDA: torch; CPU: onnx when onnxruntime is installed, else torch
+    auto        CUDA: torch (bfloat16); CPU: onnx when onnxruntime is installed, else torch
+
+``torch-bf16`` is the fastest honest CPU option where the CPU multiplies bfloat16 natively (AMX or
+AVX512-BF16), yet not the default: its scores move by up to ~6e-3 with the batch a text shares
+(kernel choice and rounding follow the batch's shape), which breaks "same text, same scores"
+(1e-4) under micro-batching. The float32 runtimes keep that guarantee.
 
 The ONNX graph is never shipped: it is exported from the model directory on first use (encoder with
 the LoRA adapter merged, pooling and head in one graph, dynamic batch and sequence axes), checked
@@ -70,14 +76,28 @@ def resolve_runtime(runtime: str, device: str, *, building: bool = False) -> str
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
     if device.startswith("cuda"):
-        if runtime in ("auto", "torch"):
-            return "torch"
+        if runtime in ("auto", "torch", "torch-bf16"):
+            return "torch"  # bfloat16 on CUDA either way
         raise ValueError(f"runtime {runtime!r} runs on the CPU only; on CUDA use 'torch' (bfloat16)")
     if runtime == "auto":
         return CPU_DEFAULT if not building and onnx_available() else "torch"
+    if runtime == "torch-bf16" and not native_bf16():
+        logger.warning("this CPU has no native bfloat16 (AMX or AVX512-BF16): runtime 'torch-bf16' is emulated "
+                       "and slower than 'onnx' or 'torch'")  # fmt: skip
     if building and runtime in ONNX_RUNTIMES:
         raise ValueError(f"runtime {runtime!r} needs a trained model directory, not a config or a head")
     return runtime
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16).
+
+    Elsewhere PyTorch emulates bfloat16 on the CPU, slower than float32.
+    """
+    import torch
+
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private; absent in old torch
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def onnx_available() -> bool:

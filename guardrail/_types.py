@@ -10,7 +10,7 @@ from guardrail._values import ValueVector
 Item: TypeAlias = tuple[str | None, str]
 """One thing to score: (prompt or None, response)."""
 
-Runtime: TypeAlias = Literal["auto", "torch", "torch-int8", "onnx", "onnx-int8"]
+Runtime: TypeAlias = Literal["auto", "torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8"]
 """Where the scorer's forward pass runs; see ``guardrail/_runtime.py`` and README "Performance"."""
 
 CheckRole: TypeAlias = Literal["answer", "revision", "sentence", "redacted"]

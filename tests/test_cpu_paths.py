@@ -19,7 +19,8 @@ from test_scorer import BENIGN, HARMFUL_TAIL, MUSEUM, THEFT
 from guardrail import Guard, ModelLoadError, Policy, ScorerError, TransformerScorer, load_policy
 from guardrail import _runtime as runtime_module
 from guardrail._resources import default_model_dir
-from guardrail._runtime import FLOAT32_TOLERANCE, fingerprint, resolve_runtime
+from guardrail._runtime import DEFAULT_TOLERANCE, FLOAT32_TOLERANCE, fingerprint, native_bf16, resolve_runtime
+from guardrail._scorer import to_device
 from guardrail._types import Item
 
 ITEMS: list[Item] = [
@@ -78,6 +79,36 @@ def test_int8_runtimes_are_quantised_and_close(cache: Path, runtime: str, refere
     assert sum(deviation) / len(deviation) < 0.05
 
 
+def test_bf16_runtime_is_bfloat16_and_within_tolerance(scorer: TransformerScorer, reference: list[list[float]]) -> None:
+    import torch
+
+    bf16 = TransformerScorer(device="cpu", runtime="torch-bf16")
+    assert bf16.runtime == "torch-bf16" and bf16.dtype == torch.bfloat16
+    assert next(bf16._encoder.parameters()).dtype == torch.bfloat16
+    assert next(bf16._head.parameters()).dtype == torch.float32  # pooling and head stay float32
+    deviation = _deviation(bf16, reference)
+    assert 1e-5 < max(deviation) <= DEFAULT_TOLERANCE  # really bfloat16, yet within the default's tolerance
+    engine = Guard("default", bf16).engine
+    decisions = [[engine.decide(v).decision for v in s.score(ITEMS)] for s in (bf16, scorer)]
+    assert decisions[0] == decisions[1]
+
+
+def test_bf16_scores_move_with_the_batch_within_the_documented_bound() -> None:
+    # Why torch-bf16 is not the default: the same text scores slightly differently next to other
+    # texts (README "Performance": ~6e-3), where the float32 runtimes agree to 1e-4.
+    bf16 = TransformerScorer(device="cpu", runtime="torch-bf16")
+    together = [v.to_list() for v in bf16.score(ITEMS)]
+    alone = [bf16.score([item])[0].to_list() for item in ITEMS]
+    assert max(abs(a - b) for v, w in zip(together, alone) for a, b in zip(v, w)) <= 2e-2
+
+
+def test_emulated_bf16_is_named(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(runtime_module, "native_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="guardrail._runtime"):
+        assert resolve_runtime("torch-bf16", "cpu") == "torch-bf16"
+    assert "no native bfloat16" in caplog.text
+
+
 def test_onnx_cache_is_reused(onnx_scorer: TransformerScorer, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     [graph] = cache.glob("onnx/*/scores.onnx")
     assert onnx_scorer._onnx is not None and onnx_scorer._onnx.path == graph
@@ -128,6 +159,7 @@ def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
 def test_runtime_choice() -> None:
     assert resolve_runtime("auto", "cpu") == "onnx"  # the CPU default, the extra being installed here
     assert resolve_runtime("auto", "cuda") == resolve_runtime("torch", "cuda:1") == "torch"
+    assert resolve_runtime("torch-bf16", "cuda") == "torch"  # bfloat16 on CUDA either way
     assert resolve_runtime("auto", "cpu", building=True) == "torch"  # training needs PyTorch modules
     with pytest.raises(ValueError, match="runtime must be one of"):
         resolve_runtime("tensorrt", "cpu")
@@ -135,6 +167,19 @@ def test_runtime_choice() -> None:
         resolve_runtime("onnx-int8", "cuda")
     with pytest.raises(ValueError, match="needs a trained model directory"):
         resolve_runtime("onnx", "cpu", building=True)
+
+
+def test_native_bf16_probe_survives_a_torch_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert native_bf16() is False
+
+
+def test_batches_stay_where_they_are_on_the_cpu(scorer: TransformerScorer) -> None:
+    batch = scorer.collate(scorer._windows([(None, BENIGN)])[0])
+    assert to_device(batch, "cpu") is batch and batch["input_ids"].device.type == "cpu"
 
 
 def test_torch_only_operations_name_the_runtime(onnx_scorer: TransformerScorer) -> None:
