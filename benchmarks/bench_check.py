@@ -1,9 +1,13 @@
 """Latency of one ``Guard.check`` and batched scoring throughput, printed as JSON.
 
     python benchmarks/bench_check.py [--repeats 50] [--device auto] [--runtime auto] [--model DIR ...]
+        [--long N] [--batch-size B] [--compile]
 
 With several ``--model`` directories (e.g. the previous release's and the new one) each is measured
-in the same run, so their figures compare.
+in the same run, so their figures compare. ``--long N`` adds the throughput of ``check_many`` on N
+responses that each fill one 256-token window (the GPU target is stated at 256 tokens);
+``--compile`` runs the encoder through ``torch.compile`` (on CUDA ``mode="reduce-overhead"``, which
+captures CUDA graphs) and reports the latency both ways, to keep whichever wins.
 
 Not a test: run it on a quiet machine and copy the figures into the README.
 """
@@ -16,6 +20,10 @@ import os
 import platform
 import statistics
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guardrail import Guard, TransformerScorer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -46,6 +54,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runtime", default="auto", help="auto, torch, torch-int8, onnx, onnx-int8 (CPU).")
     parser.add_argument("--model", action="append", default=None, help="Model directory (repeatable).")
+    parser.add_argument("--long", type=int, default=0, help="Also time check_many on N one-window responses.")
+    parser.add_argument("--batch-size", type=int, default=None, help="Windows per forward pass (default: scorer's).")
+    parser.add_argument("--compile", action="store_true", help="Also time the encoder under torch.compile.")
     args = parser.parse_args()
     runs = [measure(model, args) for model in args.model or [None]]
     print(json.dumps(runs[0] if len(runs) == 1 else {"runs": runs}))
@@ -56,18 +67,16 @@ def measure(model: str | None, args: argparse.Namespace) -> dict[str, object]:
 
     from guardrail import Guard, TransformerScorer
 
-    scorer = TransformerScorer(model, device=args.device, runtime=args.runtime)
+    options = {"batch_size": args.batch_size} if args.batch_size else {}
+    scorer = TransformerScorer(model, device=args.device, runtime=args.runtime, **options)
     guard = Guard("default", scorer)
     tokens = len(scorer._tokenizer(RESPONSE_60, add_special_tokens=False)["input_ids"])
-
-    for _ in range(5):  # warm-up: first calls allocate and tune kernels
-        guard.check(RESPONSE_60, prompt=PROMPT)
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        guard.check(RESPONSE_60, prompt=PROMPT)
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
+    times = latencies(guard, args.repeats)
+    extra: dict[str, object] = {}
+    if args.compile:
+        extra["compiled"] = compiled(scorer, guard, args.repeats)
+    if args.long:
+        extra["long"] = long_throughput(scorer, guard, args.long)
 
     responses = [f"{RESPONSE_60} (variant {i})" for i in range(args.batch)]
     prompts = [PROMPT] * args.batch
@@ -94,6 +103,67 @@ def measure(model: str | None, args: argparse.Namespace) -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "model_dir": model,
+        **extra,
+    }
+
+
+def latencies(guard: Guard, repeats: int) -> list[float]:
+    """Sorted milliseconds of ``repeats`` single checks on the ~60-token response, after a warm-up."""
+    for _ in range(5):  # warm-up: first calls allocate and tune kernels
+        guard.check(RESPONSE_60, prompt=PROMPT)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        guard.check(RESPONSE_60, prompt=PROMPT)
+        times.append((time.perf_counter() - start) * 1000)
+    return sorted(times)
+
+
+def compiled(scorer: TransformerScorer, guard: Guard, repeats: int) -> dict[str, object]:
+    """Single-check latency with the encoder under ``torch.compile``, next to eager in the same process."""
+    import torch
+
+    if scorer.runtime != "torch":
+        return {"skipped": f"--compile needs runtime torch, not {scorer.runtime}"}
+    eager = latencies(guard, repeats)
+    mode = "reduce-overhead" if scorer.device.startswith("cuda") else "default"
+    # dynamic=False: one graph per input shape, which is what CUDA graphs need; the single-check
+    # case always has the same shape after warm-up.
+    scorer._encoder = torch.compile(scorer._encoder, mode=mode, dynamic=False)
+    started = time.perf_counter()
+    for _ in range(3):
+        guard.check(RESPONSE_60, prompt=PROMPT)
+    compile_s = time.perf_counter() - started
+    fast = latencies(guard, repeats)
+    return {
+        "mode": mode,
+        "compile_s": round(compile_s, 1),
+        "eager_p50_ms": round(statistics.median(eager), 2),
+        "compiled_p50_ms": round(statistics.median(fast), 2),
+        "compiled_p95_ms": round(fast[int(0.95 * (len(fast) - 1))], 2),
+    }
+
+
+def long_throughput(scorer: TransformerScorer, guard: Guard, n: int) -> dict[str, object]:
+    """``check_many`` throughput on ``n`` distinct responses that each fill one 256-token window."""
+    tokenizer = scorer._tokenizer
+    words = (RESPONSE_60 + " ") * 8
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+    prompt_ids = len(tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
+    room = scorer.config.max_length - prompt_ids - 3 - 4  # [CLS], 2x [SEP], the suffix
+    base = tokenizer.decode(ids[:room])
+    responses = [f"{base} ({i})" for i in range(n)]
+    windows, _ = scorer._windows([(PROMPT, r) for r in responses[:4]])
+    guard.check_many(responses[: min(n, 512)], [PROMPT] * min(n, 512))  # warm-up
+    start = time.perf_counter()
+    guard.check_many(responses, [PROMPT] * n)
+    seconds = time.perf_counter() - start
+    return {
+        "responses": n,
+        "window_tokens": max(len(w["input_ids"]) for w in windows),
+        "windows_per_response": len(windows) / 4,
+        "seconds": round(seconds, 3),
+        "responses_per_s": round(n / seconds, 1),
     }
 
 
