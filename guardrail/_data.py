@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from guardrail._exceptions import DataError
-from guardrail._values import VALUES
+from guardrail._values import NO_CONNECTION, VALUES
 
 SPLIT_RULE = 'test = int(sha1(prompt.strip().lower().encode("utf-8")).hexdigest(), 16) % 5 == 0'
 """The fixed held-out split (from the data README); rows whose prompt is in it are never trained on."""
@@ -214,6 +214,32 @@ def load_written(files: list[Path] | None = None) -> list[Example]:
             target = tuple(float(labels[v]) if v in labels else math.nan for v in VALUES)
             examples.append(Example(prompt, response, target, "written", where))
     return examples
+
+
+def mix_written(examples: list[Example], seed: int = 0) -> list[Example]:
+    """Two-part answers built from the written examples: harm that comes late must still count.
+
+    Each harmful example (some label below -0.3) is put after a benign answer and keeps its own
+    labels; each benign one after another benign answer, labelled with the mean of the two where
+    both are labelled. Long answers are scored in windows, and a window that starts with helpful
+    text and ends with harm must not average the harm away.
+    """
+    import random
+
+    rng = random.Random(seed)
+    benign = [e for e in examples if min((x for x in e.target if not math.isnan(x)), default=0.0) >= -NO_CONNECTION]
+    benign_ids = {id(e) for e in benign}
+    mixed = []
+    for example in examples:
+        lead = rng.choice([b for b in benign if b is not example] or [example])
+        if id(example) in benign_ids:
+            target = tuple(math.nan if math.isnan(a) or math.isnan(b) else (a + b) / 2
+                           for a, b in zip(lead.target, example.target))  # fmt: skip
+        else:
+            target = example.target
+        response = f"{lead.response}\n\n{example.response}"
+        mixed.append(Example(example.prompt, response, target, "written", f"{example.origin}+{lead.origin}"))
+    return mixed
 
 
 def file_hashes(data_dir: Path, touche: bool = False, written: bool = False) -> dict[str, str]:

@@ -22,6 +22,7 @@ from guardrail._data import (
     load_touche,
     load_trustworthy,
     load_written,
+    mix_written,
 )
 from guardrail._evaluate import is_clean, is_harmful
 from guardrail._model import PACKAGED_ENCODER, AdapterConfig, ModelConfig, write_json
@@ -77,6 +78,11 @@ class TrainConfig(BaseModel):
         "instructions and casual harm, which FULCRA's refusal-heavy answers barely cover.",
     )
     written_weight: float = Field(default=3.0, description="Loss weight of the project's own examples.")
+    written_mix: bool = Field(
+        default=True,
+        description="With written: also train on two-part answers built from them (a benign answer, then "
+        "the example), so harm that comes late in a long answer still counts.",
+    )
     benign_weight: float = Field(
         default=3.0,
         description="Loss weight of answers to everyday prompts (FULCRA safety_issues empty): rare next to "
@@ -280,6 +286,8 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     trustworthy = [e for e in load_trustworthy(data_dir) if not e.test][: cfg.limit]
     touche = load_touche(data_dir)[: cfg.limit] if cfg.touche else []
     written = load_written()[: cfg.limit] if cfg.written else []
+    if written and cfg.written_mix:
+        written += mix_written(written, cfg.seed)
     examples: list[Example] = evaluator + trustworthy + touche + written
     progress(f"training on {len(evaluator)} evaluator + {len(trustworthy)} trustworthy + {len(touche)} Touché23 "
              f"+ {len(written)} written")  # fmt: skip

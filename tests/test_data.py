@@ -19,6 +19,7 @@ from guardrail._data import (
     load_touche,
     load_trustworthy,
     load_written,
+    mix_written,
     written_files,
 )
 from guardrail._exceptions import DataError
@@ -274,3 +275,17 @@ def test_written_unlabelled_values_are_nan(tmp_path: Path) -> None:
     [example] = load_written([path])
     assert example.target[VALUES.index("benevolence")] == -0.8
     assert sum(math.isnan(x) for x in example.target) == 9
+
+
+def test_mixed_written_examples_keep_late_harm_harmful() -> None:
+    written = load_written()
+    mixed = mix_written(written, seed=0)
+    assert len(mixed) == len(written) and mixed == mix_written(written, seed=0)  # one each, reproducible
+    harmful = next(m for e, m in zip(written, mixed) if min(x for x in e.target if not math.isnan(x)) < -0.3)
+    source = written[mixed.index(harmful)]
+    lead, _, tail = harmful.response.partition("\n\n")
+    assert tail == source.response and lead  # a benign answer first, the harm after it
+    assert harmful.target == source.target and harmful.prompt == source.prompt
+    assert "+" in harmful.origin  # names both lines it was built from
+    benign = next(m for e, m in zip(written, mixed) if min(x for x in e.target if not math.isnan(x)) >= 0)
+    assert min(x for x in benign.target if not math.isnan(x)) >= -0.3  # two benign answers stay benign
