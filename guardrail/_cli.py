@@ -233,6 +233,10 @@ def train(
     written: Annotated[
         bool | None, typer.Option("--written/--no-written", help="Add the project's own labelled examples.")
     ] = None,
+    written_mix: Annotated[
+        bool | None,
+        typer.Option("--written-mix/--no-written-mix", help="With --written, also their two-part answers."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=8, help="Only the first N examples per source (smoke runs).")] = None,
     skip_eval: Annotated[bool, typer.Option(help="Do not score the test split for the card.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N.")] = None,
@@ -251,7 +255,7 @@ def train(
     given = {
         "seed": seed, "epochs": epochs, "lr": lr, "hidden": hidden, "encoder": encoder, "device": device,
         "adapter_rank": adapter_rank, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
-        "limit": limit, "touche": touche, "written": written,
+        "limit": limit, "touche": touche, "written": written, "written_mix": written_mix,
     }  # fmt: skip
     try:
         cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None}, evaluate=not skip_eval)

@@ -60,7 +60,7 @@ class TrainConfig(BaseModel):
     )
     adapter_alpha: float = 32.0
     adapter_targets: list[str] = Field(default=["query", "key", "value", "dense"])
-    finetune_epochs: int = 3
+    finetune_epochs: int = 4
     finetune_lr: float = 1e-3
     finetune_head_lr: float = 1e-3
     finetune_batch_size: int = 16
@@ -73,7 +73,7 @@ class TrainConfig(BaseModel):
     touche: bool = Field(default=True, description="Add Touché23 training arguments as extra signal.")
     touche_weight: float = Field(default=0.5, description="Loss weight of Touché23 examples.")
     written: bool = Field(
-        default=False,
+        default=True,
         description="Add the project's own labelled examples (guardrail/data/written_*.jsonl): everyday "
         "instructions and casual harm, which FULCRA's refusal-heavy answers barely cover.",
     )
@@ -286,11 +286,10 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     trustworthy = [e for e in load_trustworthy(data_dir) if not e.test][: cfg.limit]
     touche = load_touche(data_dir)[: cfg.limit] if cfg.touche else []
     written = load_written()[: cfg.limit] if cfg.written else []
-    if written and cfg.written_mix:
-        written += mix_written(written, cfg.seed)
-    examples: list[Example] = evaluator + trustworthy + touche + written
+    two_part = mix_written(written, cfg.seed) if cfg.written_mix else []
+    examples: list[Example] = evaluator + trustworthy + touche + written + two_part
     progress(f"training on {len(evaluator)} evaluator + {len(trustworthy)} trustworthy + {len(touche)} Touché23 "
-             f"+ {len(written)} written")  # fmt: skip
+             f"+ {len(written)} written + {len(two_part)} two-part")  # fmt: skip
 
     model_cfg = ModelConfig(
         model_id=cfg.model_id, encoder=cfg.encoder, layers=cfg.layers, hidden=cfg.hidden,
@@ -331,7 +330,7 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
         f"MLP head ({cfg.hidden} hidden, GELU), tanh; trained head first, then jointly (LP-FT)",
         "data": {"files": file_hashes(data_dir, touche=cfg.touche, written=cfg.written), "train_examples": {
             "evaluator_scores": len(evaluator), "trustworthy": len(trustworthy), "touche23": len(touche),
-            "written": len(written)}},
+            "written": len(written), "written_two_part": len(two_part)}},
         "split_rule": SPLIT_RULE + "  (test rows are never trained on)",
         "hyperparameters": cfg.model_dump(mode="json"),
         "calibration": calibrated,

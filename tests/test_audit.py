@@ -67,7 +67,7 @@ def test_checks_match_the_verdicts(traffic: tuple[Path, list[Any]]) -> None:
     assert audit.rechecks == sum(v.rewrite.attempts for v in verdicts if v.rewrite is not None)
     assert [c.time_ns for c in audit.checks] == sorted(c.time_ns for c in audit.checks)
     assert {(name, version) for name, version, _ in audit.policies} == {
-        ("customer-support", "2.1"), ("default", "1.1"), ("strict", "1.0"),
+        ("customer-support", "2.1"), ("default", "1.2"), ("strict", "1.0"),
     }  # fmt: skip
 
 

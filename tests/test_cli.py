@@ -75,7 +75,7 @@ def test_check_json_blocked() -> None:
         assert {"rule", "dimension", "observed", "bound", "margin"} <= set(v)
         assert v["margin"] > 0
     assert data["policy"]["name"] == "default"
-    assert data["policy"]["version"] == "1.1"
+    assert data["policy"]["version"] == "1.2"
 
 
 def test_check_json_allowed() -> None:
@@ -269,7 +269,13 @@ def test_train_writes_model_dir(trained: Path) -> None:
     assert card["split_rule"].startswith("test = int(sha1(")
     assert card["hyperparameters"]["limit"] == 16
     assert card["hyperparameters"]["epochs"] == 2
-    assert card["data"]["train_examples"] == {"evaluator_scores": 16, "trustworthy": 16, "touche23": 16, "written": 16}
+    assert card["data"]["train_examples"] == {
+        "evaluator_scores": 16,
+        "trustworthy": 16,
+        "touche23": 16,
+        "written": 16,
+        "written_two_part": 16,
+    }
     assert set(card["calibration"]["floors"]) == {"security", "conformity", "benevolence", "universalism"}
     assert "metrics" not in card  # --skip-eval
 

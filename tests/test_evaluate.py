@@ -84,7 +84,7 @@ def test_eval_report_shape(report: dict[str, Any]) -> None:
         assert 0.0 <= report[key] <= 1.0, key
     assert report["n"]["evaluator_scores"] == 921
     assert report["n"]["trustworthy"] > 0
-    assert report["policy"] == {"name": "default", "version": "1.1"}
+    assert report["policy"] == {"name": "default", "version": "1.2"}
 
 
 def test_eval_quality_floors(report: dict[str, Any]) -> None:

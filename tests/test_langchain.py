@@ -429,7 +429,7 @@ def test_one_way_to_choose_the_policy() -> None:
 def test_identity(guard: Guard) -> None:
     model = guarded(guard)
     assert model._llm_type == "guarded-by-prompt"
-    assert model._identifying_params == {"model": "by-prompt", "policy": "default", "policy_version": "1.1"}
+    assert model._identifying_params == {"model": "by-prompt", "policy": "default", "policy_version": "1.2"}
     assert guardrail_langchain.__all__ == ["METADATA_KEY", "GuardedChatModel", "ValueGuardrailMiddleware"]
 
 

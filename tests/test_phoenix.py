@@ -443,7 +443,7 @@ def test_guarded_litellm_and_langchain_calls_show_up_with_their_model_spans(
     assert len({s["context"]["trace_id"] for s in spans}) == 5
 
     litellm_call = calls["litellm call"]["attributes"]
-    assert (litellm_call["guardrail.policy.name"], litellm_call["guardrail.policy.version"]) == ("default", "1.1")
+    assert (litellm_call["guardrail.policy.name"], litellm_call["guardrail.policy.version"]) == ("default", "1.2")
     assert (litellm_call["guardrail.final_decision"], litellm_call["guardrail.deployment"]) == ("block", "web-chat")
     [model] = [
         s
