@@ -142,3 +142,25 @@ def test_bad_config_names_the_field(tmp_path: Path) -> None:
 def test_missing_encoder_is_a_clear_error() -> None:
     with pytest.raises(ModelLoadError, match="cannot load encoder"):
         TransformerScorer(encoder="/nonexistent/encoder", device="cpu")
+
+
+def test_forward_passes_run_on_the_scorers_own_thread(
+    scorer: TransformerScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PyTorch's OpenMP team belongs to the thread running an operator: callers on many threads
+    # (Guard's timeout worker, the micro-batcher, asyncio.to_thread) must all land on one.
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen: set[str] = set()
+    run = scorer._run
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.add(threading.current_thread().name)
+        return run(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scorer, "_run", spy)
+    scorer.score([(None, "Hello there.")])
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: scorer.score([(None, f"Answer {n}.")]), range(8)))
+    assert len(seen) == 1 and next(iter(seen)).startswith("guardrail-scorer")
