@@ -107,14 +107,14 @@ def measure(model: str | None, args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def latencies(guard: Guard, repeats: int) -> list[float]:
-    """Sorted milliseconds of ``repeats`` single checks on the ~60-token response, after a warm-up."""
+def latencies(guard: Guard, repeats: int, response: str = RESPONSE_60) -> list[float]:
+    """Sorted milliseconds of ``repeats`` single checks of ``response``, after a warm-up."""
     for _ in range(5):  # warm-up: first calls allocate and tune kernels
-        guard.check(RESPONSE_60, prompt=PROMPT)
+        guard.check(response, prompt=PROMPT)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        guard.check(RESPONSE_60, prompt=PROMPT)
+        guard.check(response, prompt=PROMPT)
         times.append((time.perf_counter() - start) * 1000)
     return sorted(times)
 

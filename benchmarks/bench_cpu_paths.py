@@ -34,7 +34,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_check import PROMPT, RESPONSE_60, cpu_name
+from bench_check import PROMPT, RESPONSE_60, cpu_name, latencies
 
 # About 250 tokens with the MiniLM tokenizer (counted and reported): with the prompt, two windows.
 RESPONSE_250 = (
@@ -74,16 +74,10 @@ def worker(runtime: str, repeats: int, batch: int) -> dict[str, object]:
     guard = Guard("default", scorer)
     timings: dict[str, list[float]] = {}
     for name, response in (("check_60", RESPONSE_60), ("check_250", RESPONSE_250)):
-        for _ in range(5):  # warm-up: first calls allocate and pick kernels
-            guard.check(response, prompt=PROMPT)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            guard.check(response, prompt=PROMPT)
-            times.append((time.perf_counter() - start) * 1000)
-        timings[name] = times
+        timings[name] = latencies(guard, repeats, response)
     responses = [f"{RESPONSE_60} (variant {i})" for i in range(batch)]
-    guard.check_many(responses[:8], [PROMPT] * 8)
+    warm = responses[:8]
+    guard.check_many(warm, [PROMPT] * len(warm))
     start = time.perf_counter()
     guard.check_many(responses, [PROMPT] * batch)
     batch_s = time.perf_counter() - start
