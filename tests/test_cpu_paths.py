@@ -182,6 +182,24 @@ def test_batches_stay_where_they_are_on_the_cpu(scorer: TransformerScorer) -> No
     assert to_device(batch, "cpu") is batch and batch["input_ids"].device.type == "cpu"
 
 
+def test_batches_reach_cuda_pinned_and_without_blocking() -> None:
+    # The CUDA branch, run here with a stand-in tensor that records what it is asked to do.
+    calls: list[tuple[str, object]] = []
+
+    class Recorder:
+        def pin_memory(self) -> Recorder:
+            calls.append(("pin_memory", None))
+            return self
+
+        def to(self, device: str, non_blocking: bool = False) -> str:
+            calls.append(("to", (device, non_blocking)))
+            return f"on {device}"
+
+    moved = to_device({"input_ids": Recorder()}, "cuda:1")  # type: ignore[dict-item]
+    assert moved == {"input_ids": "on cuda:1"}
+    assert calls == [("pin_memory", None), ("to", ("cuda:1", True))]  # pinned first, then an async copy
+
+
 def test_torch_only_operations_name_the_runtime(onnx_scorer: TransformerScorer) -> None:
     with pytest.raises(ScorerError, match="needs runtime 'torch'"):
         onnx_scorer.encoder  # noqa: B018
