@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--runtime", default="auto", help="auto, torch, torch-int8, onnx, onnx-int8 (CPU).")
+    parser.add_argument("--runtime", default="auto", help="auto, torch, torch-bf16, torch-int8, onnx, onnx-int8 (CPU).")
     parser.add_argument("--model", action="append", default=None, help="Model directory (repeatable).")
     parser.add_argument("--long", type=int, default=0, help="Also time check_many on N one-window responses.")
     parser.add_argument("--batch-size", type=int, default=None, help="Windows per forward pass (default: scorer's).")
@@ -153,7 +153,8 @@ def long_throughput(scorer: TransformerScorer, guard: Guard, n: int) -> dict[str
     room = scorer.config.max_length - prompt_ids - 3 - 4  # [CLS], 2x [SEP], the suffix
     base = tokenizer.decode(ids[:room])
     responses = [f"{base} ({i})" for i in range(n)]
-    windows, _ = scorer._windows([(PROMPT, r) for r in responses[:4]])
+    sample = responses[:4]
+    windows, _ = scorer._windows([(PROMPT, r) for r in sample])
     guard.check_many(responses[: min(n, 512)], [PROMPT] * min(n, 512))  # warm-up
     start = time.perf_counter()
     guard.check_many(responses, [PROMPT] * n)
@@ -161,7 +162,7 @@ def long_throughput(scorer: TransformerScorer, guard: Guard, n: int) -> dict[str
     return {
         "responses": n,
         "window_tokens": max(len(w["input_ids"]) for w in windows),
-        "windows_per_response": len(windows) / 4,
+        "windows_per_response": len(windows) / len(sample),
         "seconds": round(seconds, 3),
         "responses_per_s": round(n / seconds, 1),
     }

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_scorer import BENIGN, HARMFUL_TAIL, MUSEUM, THEFT
+from test_scorer import BENIGN, HARMFUL_TAIL, MUSEUM, THEFT, assert_same_scores_across_batches
 
 from guardrail import Guard, ModelLoadError, Policy, ScorerError, TransformerScorer, load_policy
 from guardrail import _runtime as runtime_module
@@ -219,12 +219,4 @@ def test_policy_chooses_the_runtime(cache: Path) -> None:
 def test_default_runtime_same_text_same_scores_across_batch_sizes_and_padding(cache: Path) -> None:
     default = TransformerScorer(device="cpu")
     assert default.runtime == "onnx"
-    items = [*ITEMS[:2], (None, "No."), ITEMS[-1]]
-    want = [v.to_list() for v in default.score(items)]
-    for batch_size in (1, 2, 7):
-        other = TransformerScorer(device="cpu", batch_size=batch_size)
-        for got, expected in zip(other.score(items), want):
-            assert max(abs(a - b) for a, b in zip(got.to_list(), expected)) < 1e-4
-    # Alone, or next to a much longer neighbour (more padding), the scores stay the same.
-    alone = default.score([items[1]])[0].to_list()
-    assert max(abs(a - b) for a, b in zip(alone, want[1])) < 1e-4
+    assert_same_scores_across_batches(default, [*ITEMS[:2], (None, "No."), ITEMS[-1]])

@@ -13,6 +13,7 @@ import pytest
 from guardrail import Guard, ModelLoadError, ScorerError, TransformerScorer, ValueVector
 from guardrail._resources import default_model_dir
 from guardrail._scorer import pick_device
+from guardrail._types import Item
 
 BENIGN = (
     "Sourdough needs a lively starter, flour, water and salt. Mix, rest for an hour, then stretch and "
@@ -48,21 +49,26 @@ def test_scores_are_ten_values_in_range(scorer: TransformerScorer) -> None:
 
 
 def test_same_text_same_scores_across_batch_sizes_and_padding(scorer: TransformerScorer) -> None:
-    items = [
+    items: list[Item] = [
         ("How do I bake bread?", BENIGN),
         (None, "Thanks!"),
         ("Tell me about the weather", "It is sunny with a light breeze, about twenty degrees."),
         ("Help", BENIGN * 4 + HARMFUL_TAIL),  # several windows
         (None, "No."),
     ]
-    reference = [v.to_list() for v in scorer.score(items)]
+    assert_same_scores_across_batches(scorer, items)
+
+
+def assert_same_scores_across_batches(reference: TransformerScorer, items: list[Item]) -> None:
+    """Default-runtime scorers with batch sizes 1, 2 and 7, and ``items[1]`` scored alone, agree to 1e-4."""
+    want = [v.to_list() for v in reference.score(items)]
     for batch_size in (1, 2, 7):
         other = TransformerScorer(device="cpu", batch_size=batch_size)
-        for got, want in zip(other.score(items), reference):
-            assert max(abs(a - b) for a, b in zip(got.to_list(), want)) < 1e-4
+        for got, expected in zip(other.score(items), want):
+            assert max(abs(a - b) for a, b in zip(got.to_list(), expected)) < 1e-4
     # Alone, or next to a much longer neighbour (more padding), the scores stay the same.
-    alone = scorer.score([items[1]])[0].to_list()
-    assert max(abs(a - b) for a, b in zip(alone, reference[1])) < 1e-4
+    alone = reference.score([items[1]])[0].to_list()
+    assert max(abs(a - b) for a, b in zip(alone, want[1])) < 1e-4
 
 
 def test_async_twin_matches(scorer: TransformerScorer) -> None:
