@@ -48,6 +48,15 @@ def render_markdown(card: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:+.3f}" for k, v in cal["floors"].items())
         + ".",
     ]
+    held_out = card.get("validation_metrics")
+    if held_out:
+        auroc = "n/a" if held_out["auroc_opposed"] is None else f"{held_out['auroc_opposed']:.3f}"
+        lines.append(
+            f"- **Validation split** (held out of training and calibration: `{card['validation_rule']}`): "
+            f"r {held_out['pearson_mean_safety']:.3f} (4 safety values), {held_out['pearson_mean_all']:.3f} (all "
+            f"ten), macro-F1 {held_out['macro_f1_mean']:.3f}, AUROC {auroc}, clean allowed "
+            f"{held_out['allow_rate_clean']:.3f}, opposed blocked {held_out['block_rate_opposed']:.3f}."
+        )
     metrics = card.get("metrics")
     if metrics:
         n = metrics["n"]

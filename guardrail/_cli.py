@@ -238,6 +238,10 @@ def train(
         typer.Option("--written-mix/--no-written-mix", help="With --written, also their two-part answers."),
     ] = None,
     limit: Annotated[int | None, typer.Option(min=8, help="Only the first N examples per source (smoke runs).")] = None,
+    validation: Annotated[
+        float | None,
+        typer.Option(help="Hold out this share of FULCRA training prompts; their metrics go into the card."),
+    ] = None,
     skip_eval: Annotated[bool, typer.Option(help="Do not score the test split for the card.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N.")] = None,
 ) -> None:
@@ -255,7 +259,7 @@ def train(
     given = {
         "seed": seed, "epochs": epochs, "lr": lr, "hidden": hidden, "encoder": encoder, "device": device,
         "adapter_rank": adapter_rank, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
-        "limit": limit, "touche": touche, "written": written, "written_mix": written_mix,
+        "limit": limit, "touche": touche, "written": written, "written_mix": written_mix, "validation": validation,
     }  # fmt: skip
     try:
         cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None}, evaluate=not skip_eval)

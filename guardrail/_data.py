@@ -29,6 +29,25 @@ def is_test(prompt: str) -> bool:
     return int(hashlib.sha1(prompt.strip().lower().encode("utf-8")).hexdigest(), 16) % 5 == 0
 
 
+VALIDATION_RULE = (
+    'validation = int(sha1(("validation:" + prompt.strip().lower()).encode("utf-8")).hexdigest(), 16) % 1000'
+    " < share * 1000"
+)
+"""Training prompts held out to choose between training runs (``TrainConfig.validation``); never test prompts."""
+
+
+def is_validation(prompt: str | None, share: float) -> bool:
+    """Whether a training ``prompt`` falls in a validation split of ``share`` of the prompts.
+
+    Salted differently from the test rule, so the two splits are independent. Training holds out
+    FULCRA rows only: the metrics are FULCRA's, and the other sources always train.
+    """
+    if prompt is None or share <= 0:
+        return False
+    digest = hashlib.sha1(("validation:" + prompt.strip().lower()).encode("utf-8")).hexdigest()
+    return int(digest, 16) % 1000 < share * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Example:
     """One labelled (prompt, response) pair; ``target`` has ten scores in [-1, 1].

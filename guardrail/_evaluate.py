@@ -1,6 +1,6 @@
 """``guardrail eval``: quality of a scorer and a policy on the fixed held-out split.
 
-Metrics (all on test-split rows only):
+Metrics (on test-split rows only; ``evaluate_examples`` computes them on other rows, e.g. a validation split):
 
 - ``pearson``: per value, Pearson r of our scores against the FULCRA evaluator's (evaluator_scores).
 - ``macro_f1``: per value, 3-class macro-F1 of our bands against the human labels
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from guardrail._data import load_evaluator, load_trustworthy
+from guardrail._data import Example, load_evaluator, load_trustworthy
 from guardrail._engine import Engine
 from guardrail._types import Scorer
 from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES
@@ -87,6 +87,18 @@ def evaluate(
     """Score the test split and return the metrics above as a JSON-ready dict."""
     evaluator = [e for e in load_evaluator(data_dir) if e.test]
     trustworthy = [e for e in load_trustworthy(data_dir) if e.test]
+    return evaluate_examples(scorer, engine, evaluator, trustworthy, progress, batch_size)
+
+
+def evaluate_examples(
+    scorer: Scorer,
+    engine: Engine,
+    evaluator: list[Example],
+    trustworthy: list[Example],
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """The metrics above on any evaluator and trustworthy rows (``guardrail train``'s validation split)."""
     examples = evaluator + trustworthy
     vectors = []
     for start in range(0, len(examples), batch_size):
@@ -114,7 +126,8 @@ def evaluate(
         "pearson_mean_all": round(sum(pearsons.values()) / len(VALUES), 4),
         "macro_f1": {k: round(x, 4) for k, x in f1s.items()},
         "macro_f1_mean": round(sum(f1s.values()) / len(VALUES), 4),
-        "auroc_opposed": round(auroc(opposed, risks), 4),
+        # None when the rows hold one class only (a small validation split can).
+        "auroc_opposed": round(auroc(opposed, risks), 4) if 0 < sum(opposed) < len(opposed) else None,
         "allow_rate_clean": round(sum(d.allowed for d in clean) / max(len(clean), 1), 4),
         "block_rate_opposed": round(sum(d.decision in ("block", "rewrite") for d in harmful) / max(len(harmful), 1), 4),
         "n": {

@@ -59,6 +59,18 @@ def to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Te
     return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def encoder_dtype(device: str, runtime: str, *, building: bool = False) -> torch.dtype:
+    """The encoder's weight type: bfloat16 for serving on CUDA and for ``torch-bf16``, else float32.
+
+    A scorer being built for training keeps float32 on CUDA too: the adapter is fitted to the
+    float32 base weights it is merged into when the model is loaded.
+    """
+    import torch
+
+    bf16 = (device.startswith("cuda") and not building) or runtime == "torch-bf16"
+    return torch.bfloat16 if bf16 else torch.float32
+
+
 class TransformerScorer:
     """Scores (prompt, response) pairs in value space with an encoder and a trained head.
 
@@ -75,7 +87,7 @@ class TransformerScorer:
             README "Performance" for the measured deviation and speed.
         batch_size: Windows per forward pass.
         config: Build from this configuration instead of ``model`` (training: the head starts
-            untrained unless ``head`` is given).
+            untrained unless ``head`` is given, and the encoder stays float32 on CUDA too).
         head: A ``ValueHead`` to use instead of the one in ``model``.
 
     Example:
@@ -108,10 +120,10 @@ class TransformerScorer:
         self.card = read_card(self.model_dir) if config is None else {}
         self.batch_size = batch_size
         self.device = pick_device(device)
-        self.runtime: str = resolve_runtime(runtime, self.device, building=config is not None or head is not None)
+        building = config is not None or head is not None
+        self.runtime: str = resolve_runtime(runtime, self.device, building=building)
         """The concrete runtime (``auto`` resolved): torch, torch-bf16, torch-int8, onnx or onnx-int8."""
-        bf16 = self.device.startswith("cuda") or self.runtime == "torch-bf16"
-        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        self.dtype = encoder_dtype(self.device, self.runtime, building=building)
         source = resolve_encoder(encoder or self.config.encoder)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source)
@@ -246,7 +258,10 @@ class TransformerScorer:
             return []
         windows, owners = self._windows(items)
         scores = self._forward(windows, pooled_only=False)
-        return [self._combine(scores, [i for i, o in enumerate(owners) if o == n]) for n in range(len(items))]
+        rows: list[list[int]] = [[] for _ in items]  # one pass: a scan per item is quadratic in the batch
+        for row, owner in enumerate(owners):
+            rows[owner].append(row)
+        return [self._combine(scores, r) for r in rows]
 
     async def ascore(self, items: Sequence[Item]) -> list[ValueVector]:
         """Async twin of :meth:`score`: runs the forward pass in a worker thread."""

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from guardrail._data import (
     SPLIT_RULE,
+    VALIDATION_RULE,
     Example,
     file_hashes,
+    is_validation,
     load_evaluator,
     load_touche,
     load_trustworthy,
@@ -91,6 +93,13 @@ class TrainConfig(BaseModel):
     clean_pass_rate: float = Field(
         default=0.98, description="Share of clean training answers the calibrated floors must pass."
     )
+    validation: float = Field(
+        default=0.0,
+        ge=0,
+        lt=0.5,
+        description="Share of FULCRA training prompts held out (by a fixed hash rule) to compare training runs; "
+        "their metrics go into the card as validation_metrics. 0: train on the whole training split.",
+    )
     device: str = "cpu"
     limit: int | None = Field(
         default=None, ge=8, description="Use only the first N training examples of each source (smoke runs)."
@@ -152,6 +161,7 @@ def _finetune(
         LoraConfig(r=cfg.adapter_rank, lora_alpha=cfg.adapter_alpha, lora_dropout=0.1,
                    target_modules=cfg.adapter_targets),
     )  # fmt: skip
+    head.to(scorer.device)  # fitted on the host (stage one); trained on from here with the encoder
     windows = scorer.first_windows([(e.prompt, e.response) for e in examples])
     # Harmful answers in the data mostly follow harmful prompts; seeing answers alone too keeps the
     # model from reading the prompt instead of the answer (a benign question, a hateful reply).
@@ -245,14 +255,27 @@ def calibration(scorer: Any, evaluator: list[Example], target: float, progress: 
     }
 
 
-def split_metrics(scorer: Any, floors: dict[str, float], data_dir: Path) -> dict[str, Any]:
-    """Metrics on the fixed test split with the calibrated floors as the policy (reported, never tuned on)."""
+def _floors_engine(floors: dict[str, float]) -> Any:
     from guardrail._engine import Engine
-    from guardrail._evaluate import evaluate
     from guardrail._policy import Policy
 
-    policy = Policy(name="calibrated-floors", thresholds={v: {"min": f} for v, f in floors.items()})
-    return evaluate(scorer, Engine(policy), data_dir)
+    return Engine(Policy(name="calibrated-floors", thresholds={v: {"min": f} for v, f in floors.items()}))
+
+
+def split_metrics(scorer: Any, floors: dict[str, float], data_dir: Path) -> dict[str, Any]:
+    """Metrics on the fixed test split with the calibrated floors as the policy (reported, never tuned on)."""
+    from guardrail._evaluate import evaluate
+
+    return evaluate(scorer, _floors_engine(floors), data_dir)
+
+
+def validation_metrics(
+    scorer: Any, floors: dict[str, float], evaluator: list[Example], trustworthy: list[Example]
+) -> dict[str, Any]:
+    """The test split's metrics on held-out training prompts, to choose between runs without the test split."""
+    from guardrail._evaluate import evaluate_examples
+
+    return evaluate_examples(scorer, _floors_engine(floors), evaluator, trustworthy)
 
 
 def recalibrate(model_dir: Path, data_dir: Path, progress: Progress = print) -> dict[str, Any]:
@@ -261,10 +284,16 @@ def recalibrate(model_dir: Path, data_dir: Path, progress: Progress = print) -> 
     from guardrail._scorer import TransformerScorer
 
     card = read_card(model_dir)
-    target = card.get("hyperparameters", {}).get("clean_pass_rate", TrainConfig().clean_pass_rate)
+    hyper = card.get("hyperparameters", {})
+    target = hyper.get("clean_pass_rate", TrainConfig().clean_pass_rate)
+    share = hyper.get("validation", 0.0)
     scorer = TransformerScorer(model_dir, device="cpu")
-    evaluator = [e for e in load_evaluator(data_dir) if not e.test]
+    evaluator = [e for e in load_evaluator(data_dir) if not e.test and not is_validation(e.prompt, share)]
     card["calibration"] = calibration(scorer, evaluator, target, progress)
+    if share:
+        held_out = [[e for e in load(data_dir) if not e.test and is_validation(e.prompt, share)]
+                    for load in (load_evaluator, load_trustworthy)]  # fmt: skip
+        card["validation_metrics"] = validation_metrics(scorer, card["calibration"]["floors"], *held_out)
     card["metrics"] = split_metrics(scorer, card["calibration"]["floors"], data_dir)
     write_json(model_dir / "card.json", card)
     return card
@@ -284,6 +313,10 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     torch.manual_seed(cfg.seed)
     evaluator = [e for e in load_evaluator(data_dir) if not e.test][: cfg.limit]
     trustworthy = [e for e in load_trustworthy(data_dir) if not e.test][: cfg.limit]
+    held_out = ([e for e in evaluator if is_validation(e.prompt, cfg.validation)],
+                [e for e in trustworthy if is_validation(e.prompt, cfg.validation)])  # fmt: skip
+    evaluator = [e for e in evaluator if not is_validation(e.prompt, cfg.validation)]
+    trustworthy = [e for e in trustworthy if not is_validation(e.prompt, cfg.validation)]
     touche = load_touche(data_dir)[: cfg.limit] if cfg.touche else []
     written = load_written()[: cfg.limit] if cfg.written else []
     two_part = mix_written(written, cfg.seed) if cfg.written_mix else []
@@ -311,14 +344,14 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
         from peft import get_peft_model_state_dict
 
         wrapped = _finetune(scorer, examples, targets, weights, head, cfg, progress)
-        adapter = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(wrapped).items()}
+        adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(wrapped).items()}
         scorer.replace_encoder(wrapped.merge_and_unload())
     scorer.replace_head(head)
 
     calibrated = calibration(scorer, evaluator, cfg.clean_pass_rate, progress)
 
     output.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(output / "head.safetensors"))
+    save_file({k: v.cpu().contiguous() for k, v in head.state_dict().items()}, str(output / "head.safetensors"))
     if adapter is not None:
         save_file(adapter, str(output / "adapter.safetensors"))
     write_json(output / "config.json", model_cfg.model_dump(mode="json"))
@@ -332,12 +365,17 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
             "evaluator_scores": len(evaluator), "trustworthy": len(trustworthy), "touche23": len(touche),
             "written": len(written), "written_two_part": len(two_part)}},
         "split_rule": SPLIT_RULE + "  (test rows are never trained on)",
+        **({"validation_rule": f"{VALIDATION_RULE}  (share {cfg.validation}; FULCRA rows only, held out of training)"}
+           if cfg.validation else {}),
         "hyperparameters": cfg.model_dump(mode="json"),
         "calibration": calibrated,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "device": scorer.device},
         "train_seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
+    if cfg.validation:
+        card["validation_metrics"] = validation_metrics(scorer, calibrated["floors"], *held_out)
+        progress(f"validation split: {card['validation_metrics']}")
     if cfg.evaluate:
         card["metrics"] = split_metrics(scorer, calibrated["floors"], data_dir)
         progress(f"test split: {card['metrics']}")

@@ -254,6 +254,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     output = tmp_path_factory.mktemp("model")
     args = ["--data", str(data_dir), "--limit", "16", "--epochs", "2", "--finetune-epochs", "1", "--skip-eval"]
     args += ["--touche", "--written"]  # every source, so the card lists them all
+    args += ["--validation", "0.2"]  # and a validation split, so the card measures it
     result = expect(invoke("train", *args, "-o", str(output)), 0)
     assert f"wrote {output}" in result.stdout
     return output
@@ -269,13 +270,13 @@ def test_train_writes_model_dir(trained: Path) -> None:
     assert card["split_rule"].startswith("test = int(sha1(")
     assert card["hyperparameters"]["limit"] == 16
     assert card["hyperparameters"]["epochs"] == 2
-    assert card["data"]["train_examples"] == {
-        "evaluator_scores": 16,
-        "trustworthy": 16,
-        "touche23": 16,
-        "written": 16,
-        "written_two_part": 16,
-    }
+    counts = card["data"]["train_examples"]
+    # --validation holds out FULCRA prompts only: the first 16 rows of each source, less those.
+    assert 0 < counts.pop("evaluator_scores") < 16 and 0 < counts.pop("trustworthy") <= 16
+    assert counts == {"touche23": 16, "written": 16, "written_two_part": 16}
+    assert card["hyperparameters"]["validation"] == 0.2
+    assert card["validation_rule"].startswith('validation = int(sha1(("validation:" + prompt')
+    assert set(card["validation_metrics"]) >= {"pearson_mean_safety", "auroc_opposed", "allow_rate_clean"}
     assert set(card["calibration"]["floors"]) == {"security", "conformity", "benevolence", "universalism"}
     assert "metrics" not in card  # --skip-eval
 
@@ -328,6 +329,11 @@ def test_calibrate_rewrites_the_card(trained: Path, data_dir: Path) -> None:
     card = json.loads((trained / "card.json").read_text(encoding="utf-8"))
     assert all(f <= -0.3 for f in card["calibration"]["floors"].values())  # never inside "no connection"
     assert set(card["metrics"]) >= {"pearson", "auroc_opposed", "allow_rate_clean", "block_rate_opposed"}
+    # Trained with --validation: calibrated without the held-out prompts, which are measured again.
+    assert card["validation_metrics"]["n"]["evaluator_scores"] > 500
+    text = expect(invoke("model-card", "--model", str(trained)), 0).stdout
+    assert "**Validation split** (held out of training and calibration" in text
+    assert f"r {card['validation_metrics']['pearson_mean_safety']:.3f} (4 safety values)" in text
 
 
 def test_calibrate_needs_a_model_dir(tmp_path: Path) -> None:

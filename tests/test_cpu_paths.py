@@ -20,7 +20,7 @@ from guardrail import Guard, ModelLoadError, Policy, ScorerError, TransformerSco
 from guardrail import _runtime as runtime_module
 from guardrail._resources import default_model_dir
 from guardrail._runtime import DEFAULT_TOLERANCE, FLOAT32_TOLERANCE, fingerprint, native_bf16, resolve_runtime
-from guardrail._scorer import to_device
+from guardrail._scorer import encoder_dtype, to_device
 from guardrail._types import Item
 
 ITEMS: list[Item] = [
@@ -167,6 +167,15 @@ def test_runtime_choice() -> None:
         resolve_runtime("onnx-int8", "cuda")
     with pytest.raises(ValueError, match="needs a trained model directory"):
         resolve_runtime("onnx", "cpu", building=True)
+
+
+def test_encoder_dtype_keeps_training_in_float32() -> None:
+    import torch
+
+    assert encoder_dtype("cuda", "torch") == torch.bfloat16  # serving on a GPU
+    assert encoder_dtype("cuda:1", "torch", building=True) == torch.float32  # training on a GPU
+    assert encoder_dtype("cpu", "torch-bf16") == torch.bfloat16
+    assert encoder_dtype("cpu", "torch") == encoder_dtype("cpu", "torch", building=True) == torch.float32
 
 
 def test_native_bf16_probe_survives_a_torch_without_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ from guardrail._data import (
     Example,
     file_hashes,
     is_test,
+    is_validation,
     load_evaluator,
     load_touche,
     load_trustworthy,
@@ -51,6 +52,25 @@ def test_split_normalises_whitespace_and_case() -> None:
 def test_example_test_property() -> None:
     example = Example("  B ", "r", (0.0,) * 10, "evaluator", "f:1")
     assert example.test is True
+
+
+def test_validation_split_rule() -> None:
+    def rule(prompt: str, share: float) -> bool:  # as VALIDATION_RULE writes it
+        return (
+            int(hashlib.sha1(("validation:" + prompt.strip().lower()).encode()).hexdigest(), 16) % 1000 < share * 1000
+        )
+
+    prompts = [f"prompt {i}" for i in range(2000)]
+    assert all(is_validation(p, 0.2) is rule(p, 0.2) for p in prompts)
+    assert 0.17 < sum(is_validation(p, 0.2) for p in prompts) / len(prompts) < 0.23
+    assert is_validation("  PROMPT 7 ", 0.2) is is_validation("prompt 7", 0.2)
+    # Nested: a larger share keeps every prompt of a smaller one.
+    assert all(is_validation(p, 0.3) for p in prompts if is_validation(p, 0.1))
+    assert not any(is_validation(p, 0.0) for p in prompts)
+    assert is_validation(None, 0.4) is False  # the project's own unprompted answers always train
+    # Salted apart from the test rule: about a fifth of test prompts would fall in it too.
+    test = [p for p in prompts if is_test(p)]
+    assert 0.1 < sum(is_validation(p, 0.2) for p in test) / len(test) < 0.3
 
 
 # -- hand-written files --------------------------------------------------------------------

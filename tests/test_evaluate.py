@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from guardrail._cli import app
-from guardrail._evaluate import auroc, band, macro_f1, pearson
+from guardrail._evaluate import auroc, band, evaluate_examples, macro_f1, pearson
 from guardrail._values import SAFETY_VALUES, VALUES
 
 # -- metric functions ----------------------------------------------------------------------
@@ -62,6 +62,20 @@ def test_auroc_needs_both_classes() -> None:
 )
 def test_band(score: float, expected: int) -> None:
     assert band(score) == expected
+
+
+def test_evaluate_examples_on_one_class_leaves_auroc_out() -> None:
+    from guardrail._data import Example
+    from guardrail._engine import Engine
+    from guardrail._policy import Policy
+    from guardrail.testing import FakeScorer
+
+    rows = [Example("p", f"r{i}", (0.0,) * 10, "trustworthy", f"f:{i}") for i in range(3)]
+    engine = Engine(Policy(name="t", thresholds={"benevolence": {"min": -0.3}}))
+    report = evaluate_examples(FakeScorer(), engine, [], rows)
+    assert report["auroc_opposed"] is None  # nothing opposed: no ranking to measure
+    assert report["n"] == {"evaluator_scores": 0, "trustworthy": 3, "clean": 0,
+                           "opposed_benevolence_universalism": 0, "trustworthy_opposed": 0}  # fmt: skip
 
 
 # -- guardrail eval on the real data and the shipped model ---------------------------------
