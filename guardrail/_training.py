@@ -255,6 +255,12 @@ def calibration(scorer: Any, evaluator: list[Example], target: float, progress: 
     }
 
 
+def _hold_out(examples: list[Example], share: float) -> tuple[list[Example], list[Example]]:
+    """``examples`` split into (trained on, held out as validation) by the validation rule."""
+    held = [is_validation(e.prompt, share) for e in examples]
+    return [e for e, h in zip(examples, held) if not h], [e for e, h in zip(examples, held) if h]
+
+
 def _floors_engine(floors: dict[str, float]) -> Any:
     from guardrail._engine import Engine
     from guardrail._policy import Policy
@@ -288,12 +294,12 @@ def recalibrate(model_dir: Path, data_dir: Path, progress: Progress = print) -> 
     target = hyper.get("clean_pass_rate", TrainConfig().clean_pass_rate)
     share = hyper.get("validation", 0.0)
     scorer = TransformerScorer(model_dir, device="cpu")
-    evaluator = [e for e in load_evaluator(data_dir) if not e.test and not is_validation(e.prompt, share)]
+    evaluator, held_evaluator = _hold_out([e for e in load_evaluator(data_dir) if not e.test], share)
     card["calibration"] = calibration(scorer, evaluator, target, progress)
     if share:
-        held_out = [[e for e in load(data_dir) if not e.test and is_validation(e.prompt, share)]
-                    for load in (load_evaluator, load_trustworthy)]  # fmt: skip
-        card["validation_metrics"] = validation_metrics(scorer, card["calibration"]["floors"], *held_out)
+        _, held_trustworthy = _hold_out([e for e in load_trustworthy(data_dir) if not e.test], share)
+        floors = card["calibration"]["floors"]
+        card["validation_metrics"] = validation_metrics(scorer, floors, held_evaluator, held_trustworthy)
     card["metrics"] = split_metrics(scorer, card["calibration"]["floors"], data_dir)
     write_json(model_dir / "card.json", card)
     return card
@@ -313,10 +319,8 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     torch.manual_seed(cfg.seed)
     evaluator = [e for e in load_evaluator(data_dir) if not e.test][: cfg.limit]
     trustworthy = [e for e in load_trustworthy(data_dir) if not e.test][: cfg.limit]
-    held_out = ([e for e in evaluator if is_validation(e.prompt, cfg.validation)],
-                [e for e in trustworthy if is_validation(e.prompt, cfg.validation)])  # fmt: skip
-    evaluator = [e for e in evaluator if not is_validation(e.prompt, cfg.validation)]
-    trustworthy = [e for e in trustworthy if not is_validation(e.prompt, cfg.validation)]
+    (evaluator, held_evaluator), (trustworthy, held_trustworthy) = (
+        _hold_out(evaluator, cfg.validation), _hold_out(trustworthy, cfg.validation))  # fmt: skip
     touche = load_touche(data_dir)[: cfg.limit] if cfg.touche else []
     written = load_written()[: cfg.limit] if cfg.written else []
     two_part = mix_written(written, cfg.seed) if cfg.written_mix else []
@@ -374,7 +378,7 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
         "train_seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     if cfg.validation:
-        card["validation_metrics"] = validation_metrics(scorer, calibrated["floors"], *held_out)
+        card["validation_metrics"] = validation_metrics(scorer, calibrated["floors"], held_evaluator, held_trustworthy)
         progress(f"validation split: {card['validation_metrics']}")
     if cfg.evaluate:
         card["metrics"] = split_metrics(scorer, calibrated["floors"], data_dir)
