@@ -131,13 +131,15 @@ def compiled(scorer: TransformerScorer, guard: Guard, repeats: int) -> dict[str,
     # case always has the same shape after warm-up.
     eager_encoder = scorer._encoder
     scorer._encoder = torch.compile(eager_encoder, mode=mode, dynamic=False)
-    started = time.perf_counter()
-    for _ in range(3):
-        guard.check(RESPONSE_60, prompt=PROMPT)
-    compile_s = time.perf_counter() - started
-    fast = latencies(guard, repeats)
-    # Back to eager: every new batch shape would otherwise compile again inside later measurements.
-    scorer._encoder = eager_encoder
+    try:
+        started = time.perf_counter()
+        for _ in range(3):
+            guard.check(RESPONSE_60, prompt=PROMPT)
+        compile_s = time.perf_counter() - started
+        fast = latencies(guard, repeats)
+    finally:
+        # Back to eager: every new batch shape would otherwise compile again inside later measurements.
+        scorer._encoder = eager_encoder
     return {
         "mode": mode,
         "compile_s": round(compile_s, 1),

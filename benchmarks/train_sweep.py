@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_check import cpu_name
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Each candidate changes a few TrainConfig defaults; "defaults" is the shipped recipe.
@@ -52,13 +54,11 @@ BARS = {
 
 
 def environment(device: str) -> dict[str, Any]:
-    """Where the sweep ran: torch build, device name, CPU cores."""
-    import platform
-
+    """Where the sweep ran: torch build, device, CPU and GPU names, CPU cores."""
     import torch
 
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
-    return {"torch": torch.__version__, "device": device, "device_name": name, "cpu_count": os.cpu_count()}
+    gpu = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
+    return {"torch": torch.__version__, "device": device, "cpu": cpu_name(), "gpu": gpu, "cpu_count": os.cpu_count()}
 
 
 def rank_key(metrics: dict[str, Any]) -> tuple[int, float]:
@@ -68,29 +68,28 @@ def rank_key(metrics: dict[str, Any]) -> tuple[int, float]:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One training run in this process (``--worker NAME``)."""
+    """One training run in this process (``--worker NAME --overrides JSON``)."""
     from guardrail._training import TrainConfig, train
 
     name = args.worker
-    overrides = CANDIDATES[name] if name in CANDIDATES else json.loads(args.overrides)
-    cfg = TrainConfig(**overrides, device=args.device, limit=args.limit, validation=args.validation,
-                      evaluate=args.evaluate)  # fmt: skip
+    cfg = TrainConfig(**json.loads(args.overrides), device=args.device, limit=args.limit,
+                      validation=args.validation, evaluate=args.evaluate)  # fmt: skip
     train(args.data, args.out / name, cfg, progress=lambda msg: print(f"[{name}] {msg}", flush=True))
 
 
-def spawn(name: str, args: argparse.Namespace, *, validation: float, evaluate: bool, threads: int,
-          overrides: dict[str, Any] | None = None) -> subprocess.Popen[bytes]:  # fmt: skip
-    command = [sys.executable, __file__, "--worker", name, "--data", str(args.data), "--out", str(args.out),
-               "--device", args.device, "--validation", str(validation)]  # fmt: skip
+def spawn(name: str, overrides: dict[str, Any], args: argparse.Namespace, *, validation: float, evaluate: bool,
+          threads: int) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start ``worker`` for one recipe in its own process, its output in ``<out>/<name>.log``."""
+    command = [sys.executable, __file__, "--worker", name, "--overrides", json.dumps(overrides),
+               "--data", str(args.data), "--out", str(args.out), "--device", args.device,
+               "--validation", str(validation)]  # fmt: skip
     if args.limit:
         command += ["--limit", str(args.limit)]
     if evaluate:
         command.append("--evaluate")
-    if overrides is not None:
-        command += ["--overrides", json.dumps(overrides)]
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log = (args.out / f"{name}.log").open("wb")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with (args.out / f"{name}.log").open("wb") as log:  # the child holds its own copy of the handle
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def tail(log: Path, lines: int = 25) -> str:
@@ -144,8 +143,8 @@ def main() -> None:
     while pending or running:
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
-            running[name] = (spawn(name, args, validation=args.validation, evaluate=False, threads=threads),
-                             time.perf_counter())  # fmt: skip
+            proc = spawn(name, CANDIDATES[name], args, validation=args.validation, evaluate=False, threads=threads)
+            running[name] = (proc, time.perf_counter())
         time.sleep(1)
         late = args.deadline is not None and time.perf_counter() - started > args.deadline
         for name, (proc, since) in list(running.items()):
@@ -185,8 +184,9 @@ def main() -> None:
         report["winner"] = ranked[0]
         # The best recipes on the whole training split, in parallel, each measured once on the test split.
         finals = {f"final{i + 1}": n for i, n in enumerate(ranked[: args.finals])}
-        procs = {f: spawn(f, args, validation=0.0, evaluate=True, threads=max(1, (os.cpu_count() or 2) // len(finals)),
-                          overrides=CANDIDATES[n]) for f, n in finals.items()}  # fmt: skip
+        share = max(1, (os.cpu_count() or 2) // max(1, len(finals)))
+        procs = {f: spawn(f, CANDIDATES[n], args, validation=0.0, evaluate=True, threads=share)
+                 for f, n in finals.items()}  # fmt: skip
         report["finals"] = {}
         for final, proc in procs.items():
             proc.wait()

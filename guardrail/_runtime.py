@@ -210,8 +210,12 @@ class OnnxForward:
 
 
 def import_onnxruntime() -> Any:
-    """Import onnxruntime, or fail with the extra to install."""
+    """Import onnxruntime, checking the whole ``onnx`` extra (export and quantisation need onnx too).
+
+    Fails with the extra to install when either is missing.
+    """
     try:
+        import onnx  # noqa: F401
         import onnxruntime
     except ImportError as exc:
         raise ModelLoadError(f"the ONNX runtimes need onnxruntime and onnx: {ONNX_EXTRA_HINT}") from exc
@@ -233,10 +237,6 @@ def load_onnx(
     error: the graph is then exported to a temporary folder for this process only.
     """
     import_onnxruntime()
-    try:
-        import onnx  # noqa: F401  (export and quantisation need it)
-    except ImportError as exc:
-        raise ModelLoadError(f"the ONNX runtimes need onnxruntime and onnx: {ONNX_EXTRA_HINT}") from exc
     folder = cache_root() / "onnx" / fingerprint(model_dir, encoder_source)
     try:
         folder.mkdir(parents=True, exist_ok=True)

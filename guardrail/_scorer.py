@@ -147,7 +147,7 @@ class TransformerScorer:
                 threads=torch.get_num_threads(),
             )
         else:
-            if config is None and head is None:
+            if not building:
                 # PyTorch's OpenMP thread team belongs to the thread that runs an operator: a model
                 # loaded on one thread and run from others pays for two teams on the same cores
                 # (measured 1.6-2x slower per check). A serving scorer loads and runs its modules on

@@ -148,8 +148,9 @@ def test_unwritable_cache_exports_to_a_temporary_folder(
     assert max(_deviation(scorer, reference)) <= FLOAT32_TOLERANCE
 
 
-def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+@pytest.mark.parametrize("module", ["onnxruntime", "onnx"])
+def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # importing it now raises ImportError
     with pytest.raises(ModelLoadError, match=r'pip install "value-guardrail\[onnx\]"'):
         TransformerScorer(device="cpu", runtime="onnx")
     monkeypatch.setattr(runtime_module, "onnx_available", lambda: False)
