@@ -40,6 +40,16 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "plain_mse": {"opposed_weight": 1.0, "benign_weight": 1.0},
     "rank32": {"adapter_rank": 32, "adapter_alpha": 64.0},
     "lr5e-4_epochs8": {"finetune_lr": 5e-4, "finetune_epochs": 8},
+    # FULCRA alone (both of its label sources): what Touché23 and the written examples add, with LoRA.
+    "fulcra_only": {"touche": False, "written": False},
+    # FULCRA alone, close to issue 3's untuned baseline: plain MSE, the prompt always shown.
+    "fulcra_plain": {
+        "touche": False,
+        "written": False,
+        "opposed_weight": 1.0,
+        "benign_weight": 1.0,
+        "prompt_dropout": 0.0,
+    },
 }
 
 # Issue 3's bars, on the metrics guardrail eval reports.
