@@ -1,12 +1,12 @@
 """How far averaging several trained models gets: a ceiling for one-encoder recipes.
 
-Scores the fixed test split with each model directory given, then with the mean of their score
-vectors (every subset of two or more, and all of them), and prints the quality metrics of issue 3
-that do not depend on a calibrated policy: Pearson r against the FULCRA evaluator (four safety
-values, all ten), trustworthy macro-F1, and AUROC of the lowest safety score for "some value
-opposed". An average of N models costs N forward passes, so it is not a product candidate (the
-speed bar allows 10 % over one pass); it answers whether more recipes of this encoder could reach
-the bars at all.
+Scores the fixed test split once with each model directory given, then measures each model and
+the mean of the score vectors of every subset of them with ``guardrail eval``'s metrics
+(``evaluate_examples``). The policy is four floors at -0.3 on the safety values, not calibrated per
+model, so its AUROC ranks answers by their lowest safety score; the allow and block rates are
+reported but not comparable with calibrated ones. An average of N models costs N forward passes, so
+it is not a product candidate (the speed bar allows 10 % over one pass); it answers whether more
+recipes of this encoder could reach the bars at all.
 
     python benchmarks/ensemble_ceiling.py guardrail/models/default out/a out/b --names shipped a b
 """
@@ -26,25 +26,6 @@ from bench_check import cpu_name
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def metrics(ev: Any, tw: Any, ev_target: Any, tw_target: Any) -> dict[str, float]:
-    """Policy-free quality metrics of one set of test-split scores."""
-    import numpy as np
-
-    from guardrail._evaluate import auroc, band, macro_f1, pearson
-    from guardrail._values import SAFETY_VALUES, VALUES
-
-    safety = [VALUES.index(v) for v in SAFETY_VALUES]
-    r = [pearson(ev[:, i], ev_target[:, i]) for i in range(len(VALUES))]
-    f1 = [macro_f1([band(t) for t in tw_target[:, i]], [band(s) for s in tw[:, i]]) for i in range(len(VALUES))]
-    opposed = (tw_target.min(1) < -0.3).tolist()
-    return {
-        "pearson_mean_safety": round(float(np.mean([r[i] for i in safety])), 4),
-        "pearson_mean_all": round(float(np.mean(r)), 4),
-        "macro_f1_mean": round(float(np.mean(f1)), 4),
-        "auroc_opposed_min_safety": round(auroc(opposed, (-tw[:, safety].min(1)).tolist()), 4),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="Model directories (guardrail train output).")
@@ -59,29 +40,34 @@ def main() -> None:
     import torch
 
     from guardrail._data import load_evaluator, load_trustworthy
+    from guardrail._evaluate import evaluate_examples
     from guardrail._scorer import TransformerScorer
+    from guardrail._training import _floors_engine
+    from guardrail._values import SAFETY_VALUES, VALUES, ValueVector
+    from guardrail.testing import FakeScorer
 
     started = time.perf_counter()
     evaluator = [e for e in load_evaluator(args.data) if e.test]
     trustworthy = [e for e in load_trustworthy(args.data) if e.test]
-    ev_target = np.array([e.target for e in evaluator])
-    tw_target = np.array([e.target for e in trustworthy])
-
-    def scores(scorer: TransformerScorer, rows: list[Any]) -> Any:
-        items = [(e.prompt, e.response) for e in rows]
-        return np.array([v.to_list() for i in range(0, len(items), 64) for v in scorer.score(items[i : i + 64])])
-
+    items = [(e.prompt, e.response) for e in evaluator + trustworthy]
     scored = {}
     for name, model in zip(names, args.models):
         scorer = TransformerScorer(model, device="cpu")
-        scored[name] = (scores(scorer, evaluator), scores(scorer, trustworthy))
+        scored[name] = np.array(
+            [v.to_list() for i in range(0, len(items), 64) for v in scorer.score(items[i : i + 64])]
+        )
 
+    engine = _floors_engine(dict.fromkeys(SAFETY_VALUES, -0.3))
+    keep = ("pearson_mean_safety", "pearson_mean_all", "macro_f1_mean", "auroc_opposed", "allow_rate_clean",
+            "block_rate_opposed")  # fmt: skip
     results: dict[str, Any] = {}
     for size in range(1, len(names) + 1):
         for group in itertools.combinations(names, size):
-            ev = np.mean([scored[n][0] for n in group], axis=0)
-            tw = np.mean([scored[n][1] for n in group], axis=0)
-            results["+".join(group)] = {"forward_passes": size, **metrics(ev, tw, ev_target, tw_target)}
+            mean = np.mean([scored[n] for n in group], axis=0)
+            # Same text, same scores: a lookup by text replays the averaged vectors through eval's own code.
+            table = {item: ValueVector(**dict(zip(VALUES, row.tolist()))) for item, row in zip(items, mean)}
+            found = evaluate_examples(FakeScorer(fn=lambda p, r, t=table: t[(p, r)]), engine, evaluator, trustworthy)
+            results["+".join(group)] = {"forward_passes": size, **{k: found[k] for k in keep}}
     report = {
         "benchmark": "ensemble_ceiling",
         "models": {n: str(m) for n, m in zip(names, args.models)},
