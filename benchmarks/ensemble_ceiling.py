@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_check import cpu_name
+from train_sweep import BARS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -43,7 +44,7 @@ def main() -> None:
     from guardrail._evaluate import evaluate_examples
     from guardrail._scorer import TransformerScorer
     from guardrail._training import _floors_engine
-    from guardrail._values import SAFETY_VALUES, VALUES, ValueVector
+    from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES, ValueVector
     from guardrail.testing import FakeScorer
 
     started = time.perf_counter()
@@ -57,9 +58,7 @@ def main() -> None:
             [v.to_list() for i in range(0, len(items), 64) for v in scorer.score(items[i : i + 64])]
         )
 
-    engine = _floors_engine(dict.fromkeys(SAFETY_VALUES, -0.3))
-    keep = ("pearson_mean_safety", "pearson_mean_all", "macro_f1_mean", "auroc_opposed", "allow_rate_clean",
-            "block_rate_opposed")  # fmt: skip
+    engine = _floors_engine(dict.fromkeys(SAFETY_VALUES, -NO_CONNECTION))
     results: dict[str, Any] = {}
     for size in range(1, len(names) + 1):
         for group in itertools.combinations(names, size):
@@ -67,7 +66,7 @@ def main() -> None:
             # Same text, same scores: a lookup by text replays the averaged vectors through eval's own code.
             table = {item: ValueVector(**dict(zip(VALUES, row.tolist()))) for item, row in zip(items, mean)}
             found = evaluate_examples(FakeScorer(fn=lambda p, r, t=table: t[(p, r)]), engine, evaluator, trustworthy)
-            results["+".join(group)] = {"forward_passes": size, **{k: found[k] for k in keep}}
+            results["+".join(group)] = {"forward_passes": size, **{k: found[k] for k in BARS}}  # issue 3's figures
     report = {
         "benchmark": "ensemble_ceiling",
         "models": {n: str(m) for n, m in zip(names, args.models)},
