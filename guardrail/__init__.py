@@ -36,6 +36,7 @@ from guardrail._exceptions import (
 )
 from guardrail._guard import POLICY_ENV, AsyncReask, Guard, Reask
 from guardrail._loader import load_policy, policy_schema
+from guardrail._outputs import OutputKind, OutputPart, deciding, tool_call_text
 from guardrail._policy import Action, Distance, Policy, Range, Region, Streaming, Threshold
 from guardrail._policyset import PolicySet
 from guardrail._streaming import AsyncGuardedStream, GuardedStream
@@ -77,6 +78,8 @@ __all__ = [
     "Issue",
     "Item",
     "ModelLoadError",
+    "OutputKind",
+    "OutputPart",
     "Policy",
     "PolicyError",
     "PolicyNotFoundError",
@@ -98,7 +101,9 @@ __all__ = [
     "Violation",
     "__version__",
     "decide",
+    "deciding",
     "label_for",
     "load_policy",
     "policy_schema",
+    "tool_call_text",
 ]

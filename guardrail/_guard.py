@@ -17,6 +17,7 @@ from opentelemetry.trace import TracerProvider
 from guardrail._batching import MicroBatcher
 from guardrail._engine import Engine
 from guardrail._loader import load_policy
+from guardrail._outputs import OutputPart
 from guardrail._policy import Policy
 from guardrail._rewrite import Result, Strategy, reask, redact
 from guardrail._streaming import AsyncGuardedStream, GuardedStream
@@ -100,33 +101,53 @@ class Guard:
 
     # -- public twins -------------------------------------------------------------------
 
-    def check(self, response: str, prompt: str | None = None, metadata: Mapping[str, Any] | None = None) -> Verdict:
-        """Check one response (optionally with the prompt that produced it)."""
-        return self.check_many([response], [prompt], metadata)[0]
+    def check(
+        self,
+        response: str,
+        prompt: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        part: OutputPart | None = None,
+    ) -> Verdict:
+        """Check one response (optionally with the prompt that produced it).
+
+        ``part`` says which piece of an answer this is (a choice, its reasoning, a tool call); it is
+        recorded on the span and in ``verdict.part``.
+        """
+        return self.check_many([response], [prompt], metadata, parts=[part])[0]
 
     async def acheck(
-        self, response: str, prompt: str | None = None, metadata: Mapping[str, Any] | None = None
+        self,
+        response: str,
+        prompt: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        part: OutputPart | None = None,
     ) -> Verdict:
         """Async twin of :meth:`check`."""
-        return (await self.acheck_many([response], [prompt], metadata))[0]
+        return (await self.acheck_many([response], [prompt], metadata, parts=[part]))[0]
 
     def check_many(
         self,
         responses: Sequence[str],
         prompts: Sequence[str | None] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        parts: Sequence[OutputPart | None] | None = None,
     ) -> list[Verdict]:
-        """Check a batch in one scoring pass; one verdict per response, in order."""
-        return self._check_many(responses, prompts, metadata, "answer")
+        """Check a batch in one scoring pass; one verdict per response, in order (``parts``: see :meth:`check`)."""
+        return self._check_many(responses, prompts, metadata, "answer", parts)
 
     async def acheck_many(
         self,
         responses: Sequence[str],
         prompts: Sequence[str | None] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        parts: Sequence[OutputPart | None] | None = None,
     ) -> list[Verdict]:
         """Async twin of :meth:`check_many`."""
-        return await self._acheck_many(responses, prompts, metadata, "answer")
+        return await self._acheck_many(responses, prompts, metadata, "answer", parts)
 
     def enforce(
         self,
@@ -135,6 +156,7 @@ class Guard:
         metadata: Mapping[str, Any] | None = None,
         *,
         reask: Reask | None = None,
+        part: OutputPart | None = None,
     ) -> Verdict:
         """Check one response and carry out the decision; ``verdict.output`` is what to deliver.
 
@@ -149,7 +171,7 @@ class Guard:
             >>> send(verdict.output)  # doctest: +SKIP
         """
         with self._telemetry.enforce_span() as span:
-            verdict = self.check(response, prompt, metadata)
+            verdict = self.check(response, prompt, metadata, part=part)
             verdict = self._carry_out(verdict, response, prompt, metadata, reask)
             self._telemetry.record_enforced(span, verdict, prompt=prompt, response=response)
         return verdict
@@ -161,10 +183,11 @@ class Guard:
         metadata: Mapping[str, Any] | None = None,
         *,
         reask: AsyncReask | None = None,
+        part: OutputPart | None = None,
     ) -> Verdict:
         """Async twin of :meth:`enforce`; ``reask`` is awaited."""
         with self._telemetry.enforce_span() as span:
-            verdict = await self.acheck(response, prompt, metadata)
+            verdict = await self.acheck(response, prompt, metadata, part=part)
             verdict = await self._acarry_out(verdict, response, prompt, metadata, reask)
             self._telemetry.record_enforced(span, verdict, prompt=prompt, response=response)
         return verdict
@@ -177,14 +200,15 @@ class Guard:
         *,
         text: Callable[[C], str | None] = str,  # type: ignore[assignment]
         rebuild: Callable[[C, str], C] = lambda chunk, text: text,  # type: ignore[assignment,return-value]
+        part: OutputPart | None = None,
     ) -> GuardedStream[C]:
         """Guard a streamed answer; iterate the result instead of ``chunks``.
 
         ``text(chunk)`` reads a chunk's text and ``rebuild(chunk, text)`` makes a chunk carrying
         released text (defaults: chunks are strings). Settings: the policy's ``streaming`` block.
-        After iteration, ``stream.verdict`` holds the verdict.
+        After iteration, ``stream.verdict`` holds the verdict. ``part``: see :meth:`check`.
         """
-        return GuardedStream(self, chunks, prompt, metadata, text=text, rebuild=rebuild)
+        return GuardedStream(self, chunks, prompt, metadata, text=text, rebuild=rebuild, part=part)
 
     def astream(
         self,
@@ -194,15 +218,17 @@ class Guard:
         *,
         text: Callable[[C], str | None] = str,  # type: ignore[assignment]
         rebuild: Callable[[C, str], C] = lambda chunk, text: text,  # type: ignore[assignment,return-value]
+        part: OutputPart | None = None,
     ) -> AsyncGuardedStream[C]:
         """Async twin of :meth:`stream`."""
-        return AsyncGuardedStream(self, chunks, prompt, metadata, text=text, rebuild=rebuild)
+        return AsyncGuardedStream(self, chunks, prompt, metadata, text=text, rebuild=rebuild, part=part)
 
     # -- twins behind the public ones ----------------------------------------------------
 
     def _check_many(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None,
         metadata: Mapping[str, Any] | None, role: CheckRole,
+        parts: Sequence[OutputPart | None] | None = None,
     ) -> list[Verdict]:  # fmt: skip
         items = self._items(responses, prompts)
         start = (time.perf_counter(), time.time_ns())
@@ -212,11 +238,12 @@ class Guard:
             error = None
         except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
             vectors, error = None, self._describe(exc)
-        return self._finish(items, vectors, error, start, metadata, role)
+        return self._finish(items, vectors, error, start, metadata, role, parts)
 
     async def _acheck_many(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None,
         metadata: Mapping[str, Any] | None, role: CheckRole,
+        parts: Sequence[OutputPart | None] | None = None,
     ) -> list[Verdict]:  # fmt: skip
         items = self._items(responses, prompts)
         start = (time.perf_counter(), time.time_ns())
@@ -226,7 +253,7 @@ class Guard:
             error = None
         except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
             vectors, error = None, self._describe(exc)
-        return self._finish(items, vectors, error, start, metadata, role)
+        return self._finish(items, vectors, error, start, metadata, role, parts)
 
     def _carry_out(
         self, verdict: Verdict, response: str, prompt: str | None,
@@ -354,7 +381,10 @@ class Guard:
         start: tuple[float, int],
         metadata: Mapping[str, Any] | None,
         role: CheckRole = "answer",
+        parts: Sequence[OutputPart | None] | None = None,
     ) -> list[Verdict]:
+        if parts is not None and len(parts) != len(items):
+            raise ValueError(f"parts has {len(parts)} entries but responses has {len(items)}")
         if vectors is not None and len(vectors) != len(items):
             vectors, error = None, f"ScorerError: {len(vectors)} vectors for {len(items)} items"
         # A batch shares one forward pass, so each verdict reports its share of the batch time.
@@ -368,9 +398,12 @@ class Guard:
                     verdict = self.engine.decide(vectors[n], latency_ms=latency)
                 if metadata:
                     verdict = _with_metadata(verdict, metadata)
+                part = parts[n] if parts is not None else None
+                if part is not None:
+                    verdict = replace(verdict, part=part)
                 self._telemetry.record(
                     span, verdict, model_id=self._model_id, device=self._device,
-                    prompt=prompt, response=response, metadata=metadata, role=role,
+                    prompt=prompt, response=response, metadata=metadata, role=role, part=part,
                 )  # fmt: skip
             verdicts.append(verdict)
         return verdicts

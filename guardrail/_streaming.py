@@ -17,6 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from guardrail._outputs import OutputPart
 from guardrail._policy import Streaming
 from guardrail._rewrite import Result
 from guardrail._verdict import Verdict
@@ -79,8 +80,9 @@ class _Base(Generic[C]):
         metadata: Mapping[str, Any] | None,
         text: Callable[[C], str | None],
         rebuild: Callable[[C, str], C],
+        part: OutputPart | None = None,
     ) -> None:
-        self._guard, self._prompt, self._metadata = guard, prompt, metadata
+        self._guard, self._prompt, self._metadata, self._part = guard, prompt, metadata, part
         self._text, self._rebuild = text, rebuild
         self._window = _Window(guard.policy.streaming)
         self._template: C | None = None
@@ -148,8 +150,9 @@ class GuardedStream(_Base[C], Iterator[C]):
 
     def __init__(self, guard: Guard, chunks: Iterable[C], prompt: str | None = None,
                  metadata: Mapping[str, Any] | None = None, *,
-                 text: Callable[[C], str | None] = str, rebuild: Callable[[C, str], C] = lambda c, t: t) -> None:  # type: ignore[assignment,return-value]  # fmt: skip
-        super().__init__(guard, prompt, metadata, text, rebuild)
+                 text: Callable[[C], str | None] = str, rebuild: Callable[[C, str], C] = lambda c, t: t,  # type: ignore[assignment,return-value]
+                 part: OutputPart | None = None) -> None:  # fmt: skip
+        super().__init__(guard, prompt, metadata, text, rebuild, part)
         self._source = iter(chunks)
         self._gen = self._run()
 
@@ -161,7 +164,7 @@ class GuardedStream(_Base[C], Iterator[C]):
         self._gen.close()
 
     def _check(self, window: str) -> list[C] | None:
-        return self._judge(self._guard.check(window, prompt=self._prompt, metadata=self._metadata))
+        return self._judge(self._guard.check(window, prompt=self._prompt, metadata=self._metadata, part=self._part))
 
     def _run(self) -> Iterator[C]:
         try:
@@ -191,8 +194,9 @@ class AsyncGuardedStream(_Base[C], AsyncIterator[C]):
 
     def __init__(self, guard: Guard, chunks: AsyncIterable[C], prompt: str | None = None,
                  metadata: Mapping[str, Any] | None = None, *,
-                 text: Callable[[C], str | None] = str, rebuild: Callable[[C, str], C] = lambda c, t: t) -> None:  # type: ignore[assignment,return-value]  # fmt: skip
-        super().__init__(guard, prompt, metadata, text, rebuild)
+                 text: Callable[[C], str | None] = str, rebuild: Callable[[C, str], C] = lambda c, t: t,  # type: ignore[assignment,return-value]
+                 part: OutputPart | None = None) -> None:  # fmt: skip
+        super().__init__(guard, prompt, metadata, text, rebuild, part)
         self._source = chunks
         self._gen = self._run()
 
@@ -204,7 +208,9 @@ class AsyncGuardedStream(_Base[C], AsyncIterator[C]):
         await self._gen.aclose()
 
     async def _check(self, window: str) -> list[C] | None:
-        return self._judge(await self._guard.acheck(window, prompt=self._prompt, metadata=self._metadata))
+        return self._judge(
+            await self._guard.acheck(window, prompt=self._prompt, metadata=self._metadata, part=self._part)
+        )
 
     async def _run(self) -> AsyncIterator[C]:
         try:

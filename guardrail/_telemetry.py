@@ -34,6 +34,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import Histogram, MeterProvider
 from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
 
+from guardrail._outputs import OutputPart
 from guardrail._types import CheckRole
 from guardrail._values import label_for
 from guardrail._verdict import Verdict
@@ -175,6 +176,7 @@ class CheckTelemetry:
         response: str,
         metadata: Mapping[str, Any] | None,
         role: CheckRole = "answer",
+        part: OutputPart | None = None,
     ) -> None:
         """Count the verdict in the metrics and put its attributes and evaluation events on ``span``."""
         deployment = deployment_of(metadata)
@@ -196,6 +198,8 @@ class CheckTelemetry:
             "guardrail.violation_margins": [v.margin for v in verdict.violations],
             "guardrail.violation_messages": [v.message for v in verdict.violations],
         }
+        if part is not None:
+            attrs |= part.attributes()
         if verdict.action is not None:
             attrs["guardrail.action"] = verdict.action_name or verdict.action.type
             attrs["guardrail.action.type"] = verdict.action.type

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from guardrail._outputs import OutputPart
 from guardrail._policy import Action
 from guardrail._values import ValueVector
 
@@ -105,6 +106,8 @@ class Verdict:
     """The text delivered to the caller, set by ``Guard.enforce`` (``None`` from a bare check)."""
     rewrite: Rewrite | None = None
     """How a rewrite was carried out (``Guard.enforce`` with a rewrite decision)."""
+    part: OutputPart | None = None
+    """Which piece of an answer was checked (a choice, its reasoning, a tool call), when the caller said."""
 
     @property
     def allowed(self) -> bool:
@@ -155,4 +158,5 @@ class Verdict:
             "latency_ms": round(self.latency_ms, 3),
             "error": self.error,
             **({"rewrite": self.rewrite.to_dict()} if self.rewrite is not None else {}),
+            **({"part": self.part.to_dict()} if self.part is not None else {}),
         }
