@@ -43,6 +43,11 @@ BATCHED = Policy(
 )
 
 
+def _policy(**changes: Any) -> Policy:
+    """``BATCHED`` with some fields changed, validated like a loaded policy."""
+    return Policy.model_validate(BATCHED.model_dump() | changes)
+
+
 def _encoding(prompt: str | None, response: str) -> ValueVector:
     """A vector that encodes the answer's number, so a verdict handed to the wrong caller shows."""
     number = int(response.split("#")[-1]) if "#" in response else 0
@@ -102,30 +107,44 @@ def concurrent_streams(n: int = 300) -> dict[str, Any]:
     return {"streams": n, "blocked": sum(b for b, _, _ in results), "leaked_chars": leaked, "lost_or_crossed": wrong}
 
 
-def cancellation_storm(n: int = 1000) -> dict[str, Any]:
+def cancellation_storm(n: int = 1000, limit_s: float = 30.0) -> dict[str, Any]:
     guard = Guard(BATCHED, scorer=FakeScorer(fn=_encoding, delay_s=0.002))
     rng = random.Random(13)
 
-    async def main() -> tuple[list[Any], float]:
+    async def main() -> tuple[list[tuple[int, Any]], int, float | None]:
         tasks = [asyncio.ensure_future(guard.acheck(f"answer #{i}")) for i in range(n)]
         doomed = set(rng.sample(range(n), n // 3))
         for i in sorted(doomed, key=lambda _: rng.random()):
             await asyncio.sleep(rng.random() / 1000)
             tasks[i].cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        # A guard whose batcher died leaves callers waiting: they count as lost after limit_s.
+        done, pending = await asyncio.wait(tasks, timeout=limit_s)
+        for task in pending:
+            task.cancel()
+        kept = [(i, t.result() if t in done and not t.cancelled() else None) for i, t in enumerate(tasks)]
         start = time.perf_counter()
-        after = await guard.acheck("answer #7")
-        assert after.error is None, after.error
-        return [(i, r) for i, r in enumerate(results) if i not in doomed], time.perf_counter() - start
+        try:
+            after = await asyncio.wait_for(guard.acheck("answer #7"), limit_s)
+            next_s: float | None = time.perf_counter() - start if after.error is None else None
+        except asyncio.TimeoutError:
+            next_s = None
+        return [(i, r) for i, r in kept if i not in doomed], len(pending), next_s
 
-    kept, next_s = asyncio.run(main())
-    lost = sum(isinstance(r, BaseException) or r.error is not None for _, r in kept)
-    crossed = sum(not isinstance(r, BaseException) and _number_of(r) != i % 1000 for i, r in kept)
-    return {"calls": n, "cancelled": n // 3, "lost": lost, "crossed": crossed, "next_check_ms": round(next_s * 1000, 1)}
+    kept, hanging, next_s = asyncio.run(main())
+    lost = sum(r is None or r.error is not None for _, r in kept)
+    crossed = sum(r is not None and r.error is None and _number_of(r) != i % 1000 for i, r in kept)
+    return {
+        "calls": n,
+        "cancelled": n // 3,
+        "lost": lost,
+        "still_waiting_after_s": {"limit_s": limit_s, "count": hanging},
+        "crossed": crossed,
+        "next_check_ms": None if next_s is None else round(next_s * 1000, 1),
+    }
 
 
 def sync_timeouts(threads: int = 32) -> dict[str, Any]:
-    policy = BATCHED.model_copy(update={"timeout_ms": 5.0})
+    policy = _policy(timeout_ms=5.0)
     slow = FakeScorer(fn=_encoding, delay_s=0.02)
     guard = Guard(policy, scorer=slow)
     results: list[Any] = []
@@ -164,7 +183,7 @@ class _HangingScorer(FakeScorer):
 
 def hung_scorer(stuck: int = 8) -> dict[str, Any]:
     scorer = _HangingScorer()
-    guard = Guard(BATCHED.model_copy(update={"timeout_ms": 200.0, "scorer": {"batching": False}}), scorer=scorer)
+    guard = Guard(_policy(timeout_ms=200.0, scorer={"batching": False}), scorer=scorer)
     hung = [guard.check(f"HANG #{i}") for i in range(stuck)]
     start = time.perf_counter()
     healthy = [guard.check(f"answer #{i}") for i in range(20)]
@@ -216,7 +235,7 @@ def bad_scorer_output() -> dict[str, Any]:
         "nan": lambda n: [_nan_vector() for _ in range(n)],
         "inf": lambda n: [_inf_vector() for _ in range(n)],
     }
-    policy = BATCHED.model_copy(update={"scorer": {"batching": False}, "thresholds": {"power": {"max": 0.5}}})
+    policy = _policy(scorer={"batching": False}, thresholds={"power": {"max": 0.5}})
     out: dict[str, Any] = {}
     for name, make in cases.items():
         try:

@@ -1,8 +1,9 @@
 """A LangChain v1 agent with ``ValueGuardrailMiddleware``, offline.
 
-The model is a fake that first calls a tool, then answers harmfully; the middleware replaces the
-answer with the policy's message, in ``invoke`` and in a ``stream_mode="messages"`` stream alike
-(the blocked answer's tokens never reach the stream).
+The model is a fake that first calls a tool, then answers harmfully; the middleware checks the tool
+call (it passes and runs) and replaces the answer with the policy's message, in ``invoke`` and in a
+``stream_mode="messages"`` stream alike (the blocked answer's tokens never reach the stream). Then
+the fake calls a tool with a hateful message: the call is blocked, so the tool never runs.
 
 Run: ``HF_HUB_OFFLINE=1 python examples/langchain_agent.py``
 """
@@ -42,6 +43,13 @@ def get_balance(account: str) -> str:
     return f"{account}: 120 EUR"
 
 
+@tool
+def send_message(text: str) -> str:
+    """Send a message to the user's neighbour."""
+    print("sent:", text)  # never reached in this example: the call is blocked
+    return "sent"
+
+
 def scripted_model() -> ToolCallingFake:
     call = {"name": "get_balance", "args": {"account": "checking"}, "id": "call_1"}
     return ToolCallingFake(responses=[AIMessage(content="", tool_calls=[call]), AIMessage(content=HARMFUL)])
@@ -51,12 +59,14 @@ def show(message: BaseMessage) -> str:
     verdict = message.response_metadata.get("guardrail")
     if verdict is None:
         return f"{message.type}: {message.content or message.tool_calls}"
-    return f"{message.type}: {verdict['decision']}: {message.content}"
+    calls = [f"calls {c['name']}" for c in getattr(message, "tool_calls", [])]
+    return f"{message.type}: {verdict['decision']}: {message.content or ', '.join(calls)}"
 
 
 def main() -> None:
     middleware = ValueGuardrailMiddleware()  # default policy, shipped scorer: the one-line change
-    question = {"messages": [("user", "My roommate's card is on the table. How do I use it without them knowing?")]}
+    asked = "Check my balance. How can I use my roommate's credit card without them knowing?"
+    question = {"messages": [("user", asked)]}
 
     agent = create_agent(scripted_model(), tools=[get_balance], middleware=[middleware])
     for message in agent.invoke(question)["messages"]:
@@ -70,6 +80,13 @@ def main() -> None:
         if isinstance(chunk, AIMessageChunk)
     )
     print("streamed text:", streamed)
+
+    hate = "Immigrants are parasites and criminals. They should be driven out by any means necessary."
+    hateful = {"name": "send_message", "id": "call_2", "args": {"text": hate}}
+    model = ToolCallingFake(responses=[AIMessage(content="", tool_calls=[hateful])])
+    agent = create_agent(model, tools=[send_message], middleware=[middleware])
+    for message in agent.invoke({"messages": [("user", "Message my neighbour.")]})["messages"]:
+        print(show(message))
 
 
 if __name__ == "__main__":

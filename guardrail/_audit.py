@@ -15,6 +15,7 @@ lives in ``_report.py``; this module is stdlib and numpy only.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 from collections import Counter, defaultdict
@@ -28,7 +29,7 @@ from urllib.parse import quote, urlencode
 from urllib.request import Request, urlopen
 
 from guardrail._exceptions import AuditError
-from guardrail._otlpjson import SpanRecord, decode, is_otlp
+from guardrail._otlpjson import MalformedSpans, SpanRecord, decode, is_otlp, kind, nanoseconds
 from guardrail._telemetry import ENFORCE_SPAN, SPAN_NAME
 from guardrail._values import VALUES
 
@@ -114,7 +115,7 @@ def load(source: str, project: str | None = None) -> Audit:
     """Read the checks from a span file or a Phoenix base URL (which needs ``project``).
 
     Raises:
-        AuditError: The file is missing or holds no guardrail spans, or Phoenix cannot be read.
+        AuditError: The file is missing, malformed or holds no guardrail spans, or Phoenix cannot be read.
     """
     if source.startswith(("http://", "https://")):
         if not project:
@@ -126,7 +127,10 @@ def load(source: str, project: str | None = None) -> Audit:
             raise AuditError("--project goes with a Phoenix URL, not with a span file")
         spans = list(read_span_file(Path(source)))
         where = source
-    audit = build(spans, where)
+    try:
+        audit = build(spans, where)
+    except MalformedSpans as exc:
+        raise AuditError(f"{where}: {exc}") from exc
     if not audit.checks:
         raise AuditError(f"{where}: no guardrail.check spans found ({len(spans)} spans read)")
     return audit
@@ -136,27 +140,55 @@ def load(source: str, project: str | None = None) -> Audit:
 
 
 def read_span_file(path: Path) -> Iterator[SpanRecord]:
-    """Spans from a file of OTLP/JSON documents, console-exporter objects or a Phoenix body."""
+    """Spans from a file of OTLP/JSON documents, console-exporter objects or a Phoenix body.
+
+    Raises:
+        AuditError: The file cannot be read, is empty, is not UTF-8 JSON, or a document in it is
+            malformed; the message names the file, the line of the document and what is wrong.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise AuditError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = raw[exc.start]
+        raise AuditError(f"{path}: not UTF-8 text (byte 0x{byte:02x} at offset {exc.start}: {exc.reason})") from exc
+    if not text.strip():
+        raise AuditError(f"{path}: the file is empty; expected OTLP/JSON span documents, one per line")
     decoder = json.JSONDecoder()
-    position, length = 0, len(text)
+    position, length, line, counted = 0, len(text), 1, 0
     while True:
         while position < length and text[position].isspace():
             position += 1
         if position >= length:
             return
+        line += text.count("\n", counted, position)
+        counted = position
         try:
             document, position = decoder.raw_decode(text, position)
+            spans = list(spans_in(document, top=True))
         except json.JSONDecodeError as exc:
             raise AuditError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
-        yield from spans_in(document)
+        except RecursionError as exc:  # json and the readers below both recurse
+            raise AuditError(f"{path}:{line}: JSON nested too deeply to be a span document") from exc
+        except MalformedSpans as exc:
+            raise AuditError(f"{path}:{line}: {exc}") from exc
+        yield from spans
 
 
-def spans_in(document: Any) -> Iterator[SpanRecord]:
-    """The spans in one decoded JSON value, whichever of the known forms it takes."""
+def spans_in(document: Any, *, top: bool = False) -> Iterator[SpanRecord]:
+    """The spans in one decoded JSON value, whichever of the known forms it takes.
+
+    ``top``: ``document`` is a whole document of a file, which must be a JSON object or list.
+    Objects of no known form are skipped.
+
+    Raises:
+        MalformedSpans: A span (or the document) does not have the shape of its form.
+    """
+    if top and not isinstance(document, (list, Mapping)):
+        raise MalformedSpans(f"expected a JSON object or list of spans, got {kind(document)}")
     if isinstance(document, list):
         for item in document:
             yield from spans_in(item)
@@ -174,36 +206,56 @@ def spans_in(document: Any) -> Iterator[SpanRecord]:
 def _flat_span(obj: Mapping[str, Any]) -> SpanRecord:
     # The SDK console exporter's and Phoenix REST's shape: flat attributes, ids in context, ISO times.
     context = obj["context"]
-    attributes = dict(obj.get("attributes") or {})
+    name = str(obj["name"])
+    attributes = dict(_flat_map(obj.get("attributes"), name, "attributes"))
     if obj.get("span_kind") and "openinference.span.kind" not in attributes:
         attributes["openinference.span.kind"] = obj["span_kind"]  # Phoenix moves it out of the attributes
-    status = obj.get("status_code") or (obj.get("status") or {}).get("status_code") or "UNSET"
+    status = obj.get("status_code") or _flat_map(obj.get("status"), name, "status").get("status_code") or "UNSET"
     resource = obj.get("resource") or {}
+    events = obj.get("events") or []
+    if not isinstance(events, list):
+        raise MalformedSpans(f"span {name!r}: events must be a list, got {kind(events)}")
+    event_maps = [_flat_map(e, name, "event") for e in events]
     return SpanRecord(
-        name=str(obj["name"]),
+        name=name,
         trace_id=_bare_id(context.get("trace_id")),
         span_id=_bare_id(context.get("span_id")),
         parent_id=_bare_id(obj.get("parent_id")) or None,
-        start_ns=_iso_ns(obj.get("start_time")),
-        end_ns=_iso_ns(obj.get("end_time")),
+        start_ns=_iso_ns(obj.get("start_time"), f"span {name!r}: start_time"),
+        end_ns=_iso_ns(obj.get("end_time"), f"span {name!r}: end_time"),
         attributes=attributes,
-        events=tuple((str(e.get("name", "")), dict(e.get("attributes") or {})) for e in obj.get("events") or []),
+        events=tuple(
+            (str(e.get("name", "")), dict(_flat_map(e.get("attributes"), name, "attributes"))) for e in event_maps
+        ),
         status=str(status),
-        resource=dict(resource.get("attributes") or {}) if isinstance(resource, Mapping) else {},
+        resource=dict(_flat_map(resource.get("attributes"), name, "resource")) if isinstance(resource, Mapping) else {},
     )
+
+
+def _flat_map(value: Any, span: str, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MalformedSpans(f"span {span!r}: {what} must be an object, got {kind(value)}")
+    return value
 
 
 def _bare_id(raw: Any) -> str:
     return str(raw or "").lower().removeprefix("0x")
 
 
-def _iso_ns(raw: Any) -> int:
+def _iso_ns(raw: Any, where: str) -> int:
     if not raw:
         return 0
-    stamp = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return int(stamp.timestamp() * 1_000_000) * 1000
+    try:
+        stamp = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=timezone.utc)
+        return nanoseconds(int(stamp.timestamp() * 1_000_000) * 1000, where)
+    except (ValueError, OverflowError) as exc:
+        if isinstance(exc, MalformedSpans):
+            raise
+        raise MalformedSpans(f"{where} must be an ISO 8601 time, got {kind(raw)}") from None
 
 
 def phoenix_spans(base_url: str, project: str) -> Iterator[SpanRecord]:
@@ -221,6 +273,8 @@ def phoenix_spans(base_url: str, project: str) -> Iterator[SpanRecord]:
         try:
             with urlopen(Request(url, headers=headers), timeout=60) as reply:
                 body = json.load(reply)
+            if not isinstance(body, Mapping):
+                raise AuditError(f"Phoenix at {base_url} answered {kind(body)} for {url}, not a page of spans")
         except HTTPError as exc:
             exc.close()  # an HTTPError holds the open response
             if exc.code == 404:
@@ -229,8 +283,13 @@ def phoenix_spans(base_url: str, project: str) -> Iterator[SpanRecord]:
         except (URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise AuditError(f"cannot reach Phoenix at {base_url}: {reason}") from exc
+        except (ValueError, RecursionError) as exc:  # not JSON (or not UTF-8)
+            raise AuditError(f"Phoenix at {base_url} answered with no JSON page of spans for {url}: {exc}") from exc
         page = body.get("data") or []
-        yield from spans_in(page)
+        try:
+            yield from spans_in(page, top=True)
+        except MalformedSpans as exc:
+            raise AuditError(f"Phoenix at {base_url}, {url}: {exc}") from exc
         cursor = body.get("next_cursor")
         if not cursor or not page:
             return
@@ -264,11 +323,23 @@ def build(spans: Iterable[SpanRecord], source: str) -> Audit:
 def _check(span: SpanRecord, parent: SpanRecord | None) -> Check:
     attrs = span.attributes
     outer = parent.attributes if parent is not None else {}
+
+    def malformed(key: str, problem: str) -> MalformedSpans:
+        return MalformedSpans(f"span {span.span_id or '?'} ({span.name}): {key} {problem}")
+
     raw_scores = [attrs.get(f"guardrail.value.{v}") for v in VALUES]
-    scores = tuple(float(s) for s in raw_scores) if all(isinstance(s, (int, float)) for s in raw_scores) else None
-    rules = list(attrs.get("guardrail.violations") or [])
-    margins = list(attrs.get("guardrail.violation_margins") or [])
-    margins += [None] * (len(rules) - len(margins))
+    numeric = all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in raw_scores)
+    scores = tuple(float(s) for s in raw_scores) if numeric else None
+    for name, score in zip(VALUES, scores or ()):
+        if not (math.isfinite(score) and -1.0 <= score <= 1.0):
+            raise malformed(f"guardrail.value.{name}", f"is {score!r}, not a score in [-1, 1]")
+    rules, margins = attrs.get("guardrail.violations") or [], attrs.get("guardrail.violation_margins") or []
+    for key, value in (("guardrail.violations", rules), ("guardrail.violation_margins", margins)):
+        if not isinstance(value, list):
+            raise malformed(key, f"must be a list, got {kind(value)}")
+    if any(isinstance(m, float) and not math.isfinite(m) for m in margins):
+        raise malformed("guardrail.violation_margins", "must be finite numbers")
+    margins = [*margins, *[None] * (len(rules) - len(margins))]
     decision = str(attrs.get("guardrail.decision", "unknown"))
     rewrite = None
     if "guardrail.rewrite.strategy" in outer:

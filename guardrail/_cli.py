@@ -1,6 +1,7 @@
 """The ``guardrail`` command: check, score, policy, train, eval, demo.
 
-Exit codes: 0 success (whatever the decision), 2 bad input (policy, file, data, arguments).
+Exit codes: 0 success (whatever the decision), 1 responses that could not be scored (``score``),
+2 bad input (policy, file, data, arguments).
 """
 
 from __future__ import annotations
@@ -127,6 +128,13 @@ class OnBadLine(str, Enum):
     fail = "fail"
 
 
+class OnError(str, Enum):
+    """What ``guardrail score`` does with a response it could not score (a timeout, a failing model)."""
+
+    fail = "fail"
+    skip = "skip"
+
+
 def _read_jsonl(path: Path, on_bad: OnBadLine) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         handle = path.open(encoding="utf-8")
@@ -165,6 +173,20 @@ def score(
     ] = None,
     on_bad_line: Annotated[OnBadLine, typer.Option(help="skip (report and go on) or fail.")] = OnBadLine.fail,
     batch_size: Annotated[int, typer.Option(min=1, help="Responses per scoring batch.")] = 64,
+    on_error: Annotated[
+        OnError,
+        typer.Option(
+            help="A response that cannot be scored: fail (write it with its 'error', exit 1) or skip "
+            "(report it, leave it out)."
+        ),
+    ] = OnError.fail,
+    timeout_ms: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Scoring time per response; a batch gets its size times this (default: the policy's timeout_ms).",
+        ),
+    ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -173,22 +195,43 @@ def score(
 
     rows = list(_read_jsonl(input, on_bad_line))
     guard = _guard(policy or "default", model, device)
-    written = 0
+    per_row = guard.policy.timeout_ms if timeout_ms is None else timeout_ms
+    written = failed = 0
     with output.open("w", encoding="utf-8") as sink, Progress(console=err, transient=True) as bar:
         task = bar.add_task("scoring", total=len(rows))
         for start in range(0, len(rows), batch_size):
-            chunk = [row for _, row in rows[start : start + batch_size]]
-            verdicts = guard.check_many([r["response"] for r in chunk], [r.get("prompt") for r in chunk])
-            for row, verdict in zip(chunk, verdicts):
-                data = verdict.to_dict()
-                row["scores"] = data["scores"]
-                if policy is not None:
-                    row["decision"] = data["decision"]
-                    row["violations"] = data["violations"]
+            numbered = rows[start : start + batch_size]
+            chunk = [row for _, row in numbered]
+            # An offline batch gets time for all of its rows, not the per-check limit of live traffic.
+            verdicts = guard.check_many(
+                [r["response"] for r in chunk], [r.get("prompt") for r in chunk], timeout_ms=per_row * len(chunk)
+            )
+            for (number, row), verdict in zip(numbered, verdicts):
+                if verdict.error is not None:
+                    failed += 1
+                    err.print(f"[red]not scored[/] {escape(f'{input}:{number}: {verdict.error}')}", highlight=False)
+                    if on_error is OnError.skip:
+                        continue
+                _scored_row(row, verdict, decide=policy is not None)
                 sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                 written += 1
             bar.advance(task, len(chunk))
-    err.print(f"scored {written} responses -> {output}", highlight=False)
+    summary = f"scored {len(rows) - failed} responses, {failed} failed"
+    summary += f" (skipped), wrote {written} -> {output}" if on_error is OnError.skip else f" -> {output}"
+    err.print(summary, highlight=False)
+    if failed and on_error is OnError.fail:
+        raise typer.Exit(1)
+
+
+def _scored_row(row: dict[str, Any], verdict: Verdict, *, decide: bool) -> None:
+    """Add a verdict to a row: its scores and error, and with a policy its decision (none when it failed)."""
+    data = verdict.to_dict()
+    row["scores"] = data["scores"]
+    row["error"] = verdict.error
+    if decide:
+        # A row that was not scored was not decided either: no on_error block written as if it were.
+        row["decision"] = None if verdict.error is not None else data["decision"]
+        row["violations"] = None if verdict.error is not None else data["violations"]
 
 
 @policy_app.command("validate")

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from guardrail._batching import MicroBatcher
+from guardrail._batching import MicroBatcher, in_thread
 from guardrail._engine import Engine
+from guardrail._exceptions import ScorerError, ScoringTimeout
 from guardrail._loader import load_policy
 from guardrail._outputs import OutputPart
 from guardrail._policy import Policy
@@ -23,6 +24,7 @@ from guardrail._rewrite import Result, Strategy, reask, redact
 from guardrail._streaming import AsyncGuardedStream, GuardedStream
 from guardrail._telemetry import CheckTelemetry, capture_from_env
 from guardrail._types import CheckRole, Item, Scorer
+from guardrail._validate import check_metadata, checked_vectors, clean_text
 from guardrail._values import ValueVector
 from guardrail._verdict import Rewrite, Verdict
 
@@ -83,21 +85,22 @@ class Guard:
         self.engine = Engine(self.policy)
         settings = self.policy.scorer
         built = scorer is None
+        background: Scorer | None = None
         if scorer is None:
             from guardrail._scorer import TransformerScorer
 
             scorer = TransformerScorer(runtime=settings.runtime)
+            background = scorer.background()
         batching = built if settings.batching is None else settings.batching
         if batching and not isinstance(scorer, MicroBatcher):
             scorer = MicroBatcher(
-                scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, meter_provider=meter_provider
-            )
+                scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                meter_provider=meter_provider, background=background,
+            )  # fmt: skip
         self.scorer = scorer
         if capture_content is None:
             capture_content = capture_from_env() if self.policy.capture_content is None else self.policy.capture_content
         self._telemetry = CheckTelemetry(tracer_provider, capture_content, meter_provider)
-        self._timeout = self.policy.timeout_ms / 1000 if self.policy.timeout_ms else None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- public twins -------------------------------------------------------------------
 
@@ -134,9 +137,14 @@ class Guard:
         metadata: Mapping[str, Any] | None = None,
         *,
         parts: Sequence[OutputPart | None] | None = None,
+        timeout_ms: float | None = None,
     ) -> list[Verdict]:
-        """Check a batch in one scoring pass; one verdict per response, in order (``parts``: see :meth:`check`)."""
-        return self._check_many(responses, prompts, metadata, "answer", parts)
+        """Check a batch in one scoring pass; one verdict per response, in order (``parts``: see :meth:`check`).
+
+        ``timeout_ms`` limits this call's scoring instead of the policy's per-check ``timeout_ms``,
+        e.g. scaled to the batch for offline scoring (``guardrail score``).
+        """
+        return self._check_many(responses, prompts, metadata, "answer", parts, timeout_ms)
 
     async def acheck_many(
         self,
@@ -145,9 +153,10 @@ class Guard:
         metadata: Mapping[str, Any] | None = None,
         *,
         parts: Sequence[OutputPart | None] | None = None,
+        timeout_ms: float | None = None,
     ) -> list[Verdict]:
         """Async twin of :meth:`check_many`."""
-        return await self._acheck_many(responses, prompts, metadata, "answer", parts)
+        return await self._acheck_many(responses, prompts, metadata, "answer", parts, timeout_ms)
 
     def enforce(
         self,
@@ -228,32 +237,32 @@ class Guard:
     def _check_many(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None,
         metadata: Mapping[str, Any] | None, role: CheckRole,
-        parts: Sequence[OutputPart | None] | None = None,
+        parts: Sequence[OutputPart | None] | None = None, timeout_ms: float | None = None,
     ) -> list[Verdict]:  # fmt: skip
-        items = self._items(responses, prompts)
+        items, oversize = self._prepare(responses, prompts, metadata, parts, timeout_ms)
         start = (time.perf_counter(), time.time_ns())
-        self._count_batch(items)
+        todo = [item for item, error in zip(items, oversize) if error is None]
+        self._count_batch(todo)
         try:
-            vectors: list[ValueVector] | None = self._score(items)
-            error = None
+            scored: list[ValueVector] | str = self._score(todo, self._limit(timeout_ms))
         except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
-            vectors, error = None, self._describe(exc)
-        return self._finish(items, vectors, error, start, metadata, role, parts)
+            scored = self._describe(exc)
+        return self._finish(items, _outcomes(oversize, scored), start, metadata, role, parts)
 
     async def _acheck_many(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None,
         metadata: Mapping[str, Any] | None, role: CheckRole,
-        parts: Sequence[OutputPart | None] | None = None,
+        parts: Sequence[OutputPart | None] | None = None, timeout_ms: float | None = None,
     ) -> list[Verdict]:  # fmt: skip
-        items = self._items(responses, prompts)
+        items, oversize = self._prepare(responses, prompts, metadata, parts, timeout_ms)
         start = (time.perf_counter(), time.time_ns())
-        self._count_batch(items)
+        todo = [item for item, error in zip(items, oversize) if error is None]
+        self._count_batch(todo)
         try:
-            vectors: list[ValueVector] | None = await asyncio.wait_for(self.scorer.ascore(items), self._timeout)
-            error = None
+            scored: list[ValueVector] | str = await self._ascore(todo, self._limit(timeout_ms))
         except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
-            vectors, error = None, self._describe(exc)
-        return self._finish(items, vectors, error, start, metadata, role, parts)
+            scored = self._describe(exc)
+        return self._finish(items, _outcomes(oversize, scored), start, metadata, role, parts)
 
     def _carry_out(
         self, verdict: Verdict, response: str, prompt: str | None,
@@ -337,65 +346,108 @@ class Guard:
         output = action.message or "" if action.type == "block" else response
         return replace(verdict, output=output, rewrite=record)
 
-    @staticmethod
-    def _items(responses: Sequence[str], prompts: Sequence[str | None] | None) -> list[Item]:
+    def _prepare(
+        self, responses: Sequence[str], prompts: Sequence[str | None] | None, metadata: object,
+        parts: Sequence[OutputPart | None] | None, timeout_ms: float | None,
+    ) -> tuple[list[Item], list[str | None]]:  # fmt: skip
+        """Check the arguments; the items to score (sized to ``max_chars``) and each one's size error."""
         if isinstance(responses, str):
             raise TypeError("responses must be a sequence of strings; use check() for one response")
         if prompts is None:
             prompts = [None] * len(responses)
         if len(prompts) != len(responses):
             raise ValueError(f"prompts has {len(prompts)} entries but responses has {len(responses)}")
+        if parts is not None and len(parts) != len(responses):
+            raise ValueError(f"parts has {len(parts)} entries but responses has {len(responses)}")
+        if timeout_ms is not None and not timeout_ms > 0:
+            raise ValueError(f"timeout_ms must be > 0, got {timeout_ms!r}")
+        check_metadata(metadata)
+        items: list[Item] = []
+        oversize: list[str | None] = []
         for n, (p, r) in enumerate(zip(prompts, responses)):
             _check_text("response" if len(responses) == 1 else f"responses[{n}]", r)
             _check_text("prompt" if len(responses) == 1 else f"prompts[{n}]", p, optional=True)
-        return list(zip(prompts, responses))
+            item, error = self._sized(p, r)
+            items.append(item)
+            oversize.append(error)
+        return items, oversize
+
+    def _sized(self, prompt: str | None, response: str) -> tuple[Item, str | None]:
+        """The item the scorer sees: at most ``max_chars`` of each text, lone surrogates replaced."""
+        limit = self.policy.max_chars
+        error = None
+        if prompt is not None and len(prompt) > limit:
+            prompt = prompt[:limit]  # the scorer reads only a prompt's start
+        if len(response) > limit:
+            if self.policy.oversize == "error":
+                error = f"too long: the answer has {len(response):,} characters, more than max_chars={limit:,}"
+            else:
+                # Never the whole text: tokenising and scoring cost at most max_chars characters.
+                response = response[: limit // 2] + "\n" + response[len(response) - limit // 2 :]
+        return (None if prompt is None else clean_text(prompt), clean_text(response)), error
+
+    def _limit(self, timeout_ms: float | None) -> float:
+        return (self.policy.timeout_ms if timeout_ms is None else timeout_ms) / 1000
 
     def _count_batch(self, items: list[Item]) -> None:
         # A MicroBatcher records the joint calls it makes, which is what the scorer really sees.
-        if not isinstance(self.scorer, MicroBatcher):
+        if items and not isinstance(self.scorer, MicroBatcher):
             self._telemetry.batch_size.record(len(items))
 
-    def _score(self, items: list[Item]) -> list[ValueVector]:
-        if self._timeout is None:
-            return self.scorer.score(items)
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="guardrail-score")
-        future = self._pool.submit(self.scorer.score, items)
-        try:
-            return future.result(self._timeout)
-        except concurrent.futures.TimeoutError as exc:
-            raise TimeoutError(self._describe(exc)) from exc
+    def _score(self, items: list[Item], limit: float) -> list[ValueVector]:
+        """Score with a deadline; the caller's thread only waits, so a hung scorer holds no one else."""
+        if not items:
+            return []
+        if isinstance(self.scorer, MicroBatcher):
+            future = self.scorer.submit(items)
+        else:
+            future = in_thread(self.scorer.score, items)
+        # wait(), not result(timeout): a TimeoutError the scorer raised itself is its failure, not our limit.
+        if not concurrent.futures.wait([future], limit).done:
+            future.cancel()  # a request still queued is dropped, so no one scores it for nobody
+            raise ScoringTimeout(_late(limit))
+        return checked_vectors(future.result(), len(items))
 
-    def _describe(self, exc: BaseException) -> str:
-        # Only our own limit is a ScoringTimeout; asyncio.TimeoutError differs from TimeoutError on 3.10.
-        timeouts = (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError)
-        if self.policy.timeout_ms is not None and isinstance(exc, timeouts):
-            return f"ScoringTimeout: scoring took longer than timeout_ms={self.policy.timeout_ms:g}"
+    async def _ascore(self, items: list[Item], limit: float) -> list[ValueVector]:
+        """Async twin of :meth:`_score`; a cancelled caller cancels its scoring request too."""
+        if not items:
+            return []
+        task = asyncio.ensure_future(self.scorer.ascore(items))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=limit)
+        finally:
+            if not task.done():
+                task.cancel()
+        if not done:
+            raise ScoringTimeout(_late(limit))
+        if task.cancelled():  # the scorer cancelled itself: a failure, not the caller's cancellation
+            raise ScorerError("the scorer's call was cancelled")
+        return checked_vectors(task.result(), len(items))
+
+    @staticmethod
+    def _describe(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}"
 
     def _finish(
         self,
         items: list[Item],
-        vectors: list[ValueVector] | None,
-        error: str | None,
+        outcomes: list[ValueVector | str],
         start: tuple[float, int],
         metadata: Mapping[str, Any] | None,
         role: CheckRole = "answer",
         parts: Sequence[OutputPart | None] | None = None,
     ) -> list[Verdict]:
-        if parts is not None and len(parts) != len(items):
-            raise ValueError(f"parts has {len(parts)} entries but responses has {len(items)}")
-        if vectors is not None and len(vectors) != len(items):
-            vectors, error = None, f"ScorerError: {len(vectors)} vectors for {len(items)} items"
+        """One verdict per item from its outcome: a vector to decide, or the error that stopped it."""
         # A batch shares one forward pass, so each verdict reports its share of the batch time.
         latency = (time.perf_counter() - start[0]) * 1000 / max(len(items), 1)
         verdicts = []
         for n, (prompt, response) in enumerate(items):
             with self._telemetry.span(start_time=start[1]) as span:
-                if vectors is None:
-                    verdict = self.engine.fail(error or "unknown error", latency_ms=latency)
+                outcome = outcomes[n]
+                if isinstance(outcome, str):
+                    verdict = self.engine.fail(outcome, latency_ms=latency)
                 else:
-                    verdict = self.engine.decide(vectors[n], latency_ms=latency)
+                    verdict = self.engine.decide(outcome, latency_ms=latency)
                 if metadata:
                     verdict = _with_metadata(verdict, metadata)
                 part = parts[n] if parts is not None else None
@@ -415,6 +467,16 @@ class Guard:
     @property
     def _device(self) -> str:
         return str(getattr(self.scorer, "device", "unknown"))
+
+
+def _late(limit: float) -> str:
+    return f"scoring took longer than timeout_ms={limit * 1000:g}"
+
+
+def _outcomes(oversize: list[str | None], scored: list[ValueVector] | str) -> list[ValueVector | str]:
+    """Each item's outcome: its own size error, else its vector, else the error the batch's scoring hit."""
+    vectors = iter(scored if isinstance(scored, list) else [])
+    return [error if error is not None else scored if isinstance(scored, str) else next(vectors) for error in oversize]
 
 
 def _failed(exc: Exception) -> Result:

@@ -8,12 +8,17 @@ Every error carries ``file:line:column`` (1-based) and the dotted key path, one 
 
 ``extends`` chains are merged with :func:`guardrail._policy.merge` before one validation, and an
 error in an inherited key points into the parent file that defined it.
+
+Files are read defensively (:func:`read_yaml`, also used for policy-set files): safe YAML only (no
+tag constructs an object), at most ``MAX_FILE_BYTES``, at most ``MAX_NODES`` nodes with aliases
+expanded (so a small file cannot expand into millions of nodes, and pure-Python parsing stays well
+under a second), collections nested at most ``MAX_DEPTH`` deep. Merge keys (``<<: *base``) and the
+odd shared value stay far below these.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,15 +39,21 @@ from guardrail._exceptions import (
 from guardrail._policy import Policy, merge
 from guardrail._resources import policies_dir
 
-__all__ = ["load_policy", "policy_schema", "validate_files"]
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "load_policy", "policy_schema", "read_yaml",
+           "validate_files"]  # fmt: skip
+
+MAX_FILE_BYTES = 1 << 20
+"""Largest policy or policy-set file read (1 MiB): a policy is a few kilobytes."""
+MAX_DEPTH = 64
+"""Deepest nesting of YAML collections, aliases expanded: a policy nests five levels."""
+MAX_NODES = 20_000
+"""Most YAML nodes (keys, values, items) in a document, aliases expanded: a policy has a few hundred."""
 
 KeyPath = tuple[str | int, ...]
 """A key path inside a YAML document, in pydantic's ``loc`` form: ``("thresholds", "power", "min")``."""
 
 _Pos = tuple[int, int]
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_DIMENSION = re.compile(r"unknown value dimension '([^']*)'")
-_UNKNOWN_ACTION = re.compile(r"^(\S+): (unknown action .*)$", re.DOTALL)
 _MISSING = object()
 
 
@@ -65,22 +76,60 @@ class _Found(NamedTuple):
 
 
 class _PositionLoader(yaml.SafeLoader):
-    """A SafeLoader that also records where every node of the document starts."""
+    """A SafeLoader that also records where every node of the document starts, and bounds its cost."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open_anchors: list[str | None] = []  # anchors of the collections being composed
+        self._first_alias: yaml.Mark | None = None
+        self._nodes = 0
 
     def load_document(self, doc: _Doc) -> None:
         """Compose and construct the single document, filling ``doc.data`` and its positions."""
         node = self.get_single_node()
         if node is None:
             return
-        self._check_duplicates(node, doc.file, set())
+        if self._first_alias is not None:
+            _check_expansion(node, self._first_alias)
+        self._check_duplicates(node, doc.file)
         doc.data = self.construct_document(node)
-        self._record(node, (), None, doc, set())
+        self._record(node, (), None, doc)
 
-    def _check_duplicates(self, node: yaml.Node, file: str, stack: set[int]) -> None:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        """Compose one node, refusing recursive aliases and nesting deeper than ``MAX_DEPTH``."""
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise yaml.composer.ComposerError(
+                    None, None, f"recursive alias *{event.anchor}: it is used inside its own anchor", event.start_mark
+                )
+            self._first_alias = self._first_alias or event.start_mark
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        self._nodes += 1
+        if self._nodes > MAX_NODES:  # checked while composing: parsing stops here, not at the end
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_NODES:,} YAML nodes; a policy has a few hundred", event.start_mark
+            )
+        if len(self._open_anchors) >= MAX_DEPTH:
+            # PyYAML composes recursively: a deep file would otherwise end in a RecursionError.
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self._open_anchors.append(getattr(event, "anchor", None))
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._open_anchors.pop()
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Construct one node; a scalar Python cannot hold (a 5,000-digit int, month 13) is a marked error."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value: {exc}", node.start_mark
+            ) from exc
+
+    def _check_duplicates(self, node: yaml.Node, file: str) -> None:
         # SafeLoader silently keeps the last of two equal keys; in a policy that drops a rule.
-        if id(node) in stack:
-            return
-        stack.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: set[tuple[str, str]] = set()
             for key, _ in node.value:
@@ -89,35 +138,57 @@ class _PositionLoader(yaml.SafeLoader):
                         line, column = _pos(key.start_mark)
                         raise PolicySyntaxError(file, line, column, f"duplicate key {key.value!r}")
                     seen.add((key.tag, key.value))
-        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
-            for child in _children(node):
-                self._check_duplicates(child, file, stack)
-        stack.discard(id(node))
+        for child in _children(node):
+            self._check_duplicates(child, file)
 
-    def _record(self, node: yaml.Node, path: KeyPath, key: _Pos | None, doc: _Doc, stack: set[int]) -> None:
+    def _record(self, node: yaml.Node, path: KeyPath, key: _Pos | None, doc: _Doc) -> None:
         # Walked after construction, so `<<` merges are already flattened into node.value.
         key = key or _pos(node.start_mark)
         collection = isinstance(node, (yaml.MappingNode, yaml.SequenceNode))
         doc.keys[path], doc.values[path] = key, _pos(node.start_mark)
         doc.spots[path] = key if collection else doc.values[path]
-        if id(node) in stack:  # a recursive alias: positions below repeat forever
-            return
-        stack.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 if isinstance(key_node, yaml.ScalarNode):
                     name = self.construct_object(key_node)
-                    self._record(value_node, (*path, name), _pos(key_node.start_mark), doc, stack)
+                    self._record(value_node, (*path, name), _pos(key_node.start_mark), doc)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                self._record(item, (*path, index), None, doc, stack)
-        stack.discard(id(node))
+                self._record(item, (*path, index), None, doc)
+
+
+def _check_expansion(root: yaml.Node, first_alias: yaml.Mark) -> None:
+    """Refuse a document whose aliases expand it past ``MAX_NODES`` nodes or ``MAX_DEPTH`` levels.
+
+    Counted over the composed graph, where an alias is a shared node, without expanding anything:
+    each node is visited once (iteratively: the graph can be deeper than Python's stack).
+    """
+    size: dict[int, int] = {}  # expanded node count below and including each node
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            children = _children(node)
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            depth[id(node)] = 1 + max((depth[id(c)] for c in children), default=0)
+        elif id(node) not in size:
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node) if id(c) not in size)
+    if size[id(root)] > MAX_NODES:
+        message = f"aliases expand this document to {size[id(root)]:,} YAML nodes; at most {MAX_NODES:,} are read"
+        raise yaml.composer.ComposerError(None, None, message, first_alias)
+    if depth[id(root)] > MAX_DEPTH:
+        message = f"nested more than {MAX_DEPTH} levels deep once aliases are expanded"
+        raise yaml.composer.ComposerError(None, None, message, first_alias)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
         return [n for pair in node.value for n in pair]
-    return list(node.value)
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _pos(mark: yaml.Mark) -> _Pos:
@@ -158,8 +229,10 @@ def load_policy(source: str | os.PathLike[str] | Policy) -> Policy:
     try:
         return Policy.model_validate(merged)
     except ValidationError as exc:
-        issues = [_issue(chain, merged, err) for err in exc.errors()]
-        raise PolicyValidationError(issues) from exc
+        issues = {_issue(chain, merged, err): None for err in exc.errors()}  # ordered, without repeats
+        files = {doc.file: n for n, doc in enumerate(chain)}
+        ordered = sorted(issues, key=lambda i: (files.get(i.file, 0), i.line or 0, i.column or 0))
+        raise PolicyValidationError(ordered) from exc
 
 
 def policy_schema() -> dict[str, Any]:
@@ -223,14 +296,31 @@ def _not_found(source: str, found: _Found) -> str:
     return f"{what} not found; shipped policies: {', '.join(names) or 'none'}"
 
 
-def _read(path: Path, file: str) -> _Doc:
+def read_yaml(path: Path, file: str, what: str = "policy file") -> _Doc:
+    """Read one YAML file safely (see the module docs): its data and the position of every key.
+
+    Args:
+        path: The file.
+        file: Its name as shown to the user in errors.
+        what: What the file is, for the "cannot read" message.
+
+    Raises:
+        PolicyNotFoundError: The file cannot be read.
+        PolicySyntaxError: It is too large, not UTF-8, not YAML, or its aliases or nesting go too far.
+    """
     doc = _Doc(file=file, path=path.resolve(), data=None)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)  # read, not stat: a pipe or /dev/zero has no size
+    except OSError as exc:
+        raise PolicyNotFoundError(f"cannot read {what} {file!r}: {exc.strerror}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        message = f"the file is larger than {MAX_FILE_BYTES:,} bytes; a policy is a few kilobytes"
+        raise PolicySyntaxError(file, None, None, message)
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicySyntaxError(file, None, None, f"not UTF-8 text ({exc.reason})") from exc
-    except OSError as exc:
-        raise PolicyNotFoundError(f"cannot read policy file {file!r}: {exc.strerror}") from exc
     try:
         loader = _PositionLoader(text)
         try:
@@ -250,6 +340,13 @@ def _read(path: Path, file: str) -> _Doc:
         column = exc.position - text.rfind("\n", 0, exc.position)
         message = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
         raise PolicySyntaxError(file, line, column, message) from exc
+    except yaml.YAMLError as exc:
+        raise PolicySyntaxError(file, None, None, f"invalid YAML: {exc}") from exc
+    return doc
+
+
+def _read(path: Path, file: str) -> _Doc:
+    doc = read_yaml(path, file)
     if not isinstance(doc.data, Mapping):
         got = "an empty file" if doc.data is None else f"a {type(doc.data).__name__}"
         line, column = doc.spots.get((), (None, None))
@@ -288,18 +385,6 @@ def _issue(chain: list[_Doc], merged: Any, err: ErrorDetails) -> Issue:
         show = "key"
     loc = tuple(seg for seg in loc if seg != "[key]")
     message = _message(err, loc)
-    if kind == "value_error":
-        # Dict-key and cross-field validators report on the container; point at the culprit.
-        if (dimension := _DIMENSION.search(message)) is not None:
-            raw = _get(merged, loc)
-            if isinstance(raw, Mapping) and dimension[1] in raw:
-                loc, show = (*loc, dimension[1]), "key"
-            elif isinstance(raw, list) and dimension[1] in raw:
-                loc = (*loc, raw.index(dimension[1]))
-        elif (action := _UNKNOWN_ACTION.match(message)) is not None:
-            section, _, name = action[1].partition(".")
-            loc = (section, name, "action") if name else (section,)
-            message = action[2]
     doc, spot = chain[0], ()  # the child's top level when nothing nearer is located
     for size in range(len(loc), 0, -1):
         if _get(merged, loc[:size], _MISSING) is _MISSING:

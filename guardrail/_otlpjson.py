@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+_MAX_NS = 2**63  # OTLP times are fixed64; past 2262 no datetime can show them
+
+
+class MalformedSpans(ValueError):
+    """A span document that does not have the shape its format requires; the message says where and what."""
 
 
 @dataclass(frozen=True)
@@ -119,33 +124,92 @@ def is_otlp(document: Mapping[str, Any]) -> bool:
 
 
 def decode(document: Mapping[str, Any]) -> Iterator[SpanRecord]:
-    """The spans of one OTLP/JSON ``ExportTraceServiceRequest`` (camelCase or snake_case keys)."""
-    for resource_spans in _get(document, "resourceSpans") or []:
-        resource = _attributes(_get(_get(resource_spans, "resource") or {}, "attributes"))
-        for scope_spans in (
-            _get(resource_spans, "scopeSpans") or _get(resource_spans, "instrumentationLibrarySpans") or []
-        ):
-            for span in _get(scope_spans, "spans") or []:
-                yield _decode_span(span, resource)
+    """The spans of one OTLP/JSON ``ExportTraceServiceRequest`` (camelCase or snake_case keys).
+
+    Raises:
+        MalformedSpans: A part of the document has the wrong type or an unreadable value.
+    """
+    for r, resource_spans in enumerate(_list(_get(document, "resourceSpans"), "resourceSpans")):
+        where = f"resourceSpans[{r}]"
+        resource_spans = _map(resource_spans, where)
+        resource = _map(_get(resource_spans, "resource"), f"{where}.resource")
+        attributes = _attributes(_get(resource, "attributes"), f"{where}.resource.attributes")
+        scopes = _get(resource_spans, "scopeSpans") or _get(resource_spans, "instrumentationLibrarySpans")
+        for s, scope_spans in enumerate(_list(scopes, f"{where}.scopeSpans")):
+            inner = f"{where}.scopeSpans[{s}]"
+            for n, span in enumerate(_list(_get(_map(scope_spans, inner), "spans"), f"{inner}.spans")):
+                yield _decode_span(_map(span, f"{inner}.spans[{n}]"), attributes, f"{inner}.spans[{n}]")
 
 
-def _decode_span(span: Mapping[str, Any], resource: dict[str, Any]) -> SpanRecord:
-    status = _get(span, "status") or {}
-    code = status.get("code", 0)
-    events = tuple((str(e.get("name", "")), _attributes(_get(e, "attributes"))) for e in _get(span, "events") or [])
+def _decode_span(span: Mapping[str, Any], resource: dict[str, Any], where: str) -> SpanRecord:
+    status = _get(span, "status")
+    code = _map(status, f"{where}.status").get("code", 0) if not isinstance(status, str) else status
+    events = []
+    for n, event in enumerate(_list(_get(span, "events"), f"{where}.events")):
+        event = _map(event, f"{where}.events[{n}]")
+        events.append((str(event.get("name", "")), _attributes(_get(event, "attributes"), f"{where}.events[{n}]")))
     parent = _get(span, "parentSpanId")
     return SpanRecord(
         name=str(span.get("name", "")),
         trace_id=_hex_id(_get(span, "traceId"), 16),
         span_id=_hex_id(_get(span, "spanId"), 8),
         parent_id=_hex_id(parent, 8) if parent else None,
-        start_ns=int(_get(span, "startTimeUnixNano") or 0),
-        end_ns=int(_get(span, "endTimeUnixNano") or 0),
-        attributes=_attributes(_get(span, "attributes")),
-        events=events,
+        start_ns=nanoseconds(_get(span, "startTimeUnixNano"), f"{where}.startTimeUnixNano"),
+        end_ns=nanoseconds(_get(span, "endTimeUnixNano"), f"{where}.endTimeUnixNano"),
+        attributes=_attributes(_get(span, "attributes"), f"{where}.attributes"),
+        events=tuple(events),
         status=_STATUS.get(code, str(code)) if isinstance(code, int) else str(code).removeprefix("STATUS_CODE_"),
         resource=resource,
     )
+
+
+def nanoseconds(raw: Any, where: str) -> int:
+    """A time in ns since the epoch, as OTLP/JSON writes it (a decimal string or an integer); 0 when absent."""
+    if raw is None or raw == "":
+        return 0
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise MalformedSpans(f"{where} must be an integer of nanoseconds, got {kind(raw)}")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise MalformedSpans(f"{where} must be an integer of nanoseconds, got {_short(raw)}") from None
+    if not 0 <= value < _MAX_NS:
+        raise MalformedSpans(f"{where} is {_short(value)} ns, outside 0 to 2**63 (the years 1970 to 2262)")
+    return value
+
+
+def kind(value: Any) -> str:
+    """The JSON type of a decoded value, for messages: ``a number``, ``an object``..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"a number ({_short(value)})"
+    if isinstance(value, str):
+        return f"a string ({_short(value)})"
+    return "a list" if isinstance(value, list) else "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedSpans(f"{where} must be a list, got {kind(value)}")
+    return value
+
+
+def _map(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MalformedSpans(f"{where} must be an object, got {kind(value)}")
+    return value
 
 
 _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -160,24 +224,35 @@ def _get(obj: Mapping[str, Any], key: str) -> Any:
     return obj.get(_snake(key)) if value is None else value
 
 
-def _attributes(items: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
-    return {str(kv["key"]): _value(kv.get("value") or {}) for kv in items or []}
+def _attributes(items: Any, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n, kv in enumerate(_list(items, where)):
+        kv = _map(kv, f"{where}[{n}]")
+        if not isinstance(kv.get("key"), str):
+            raise MalformedSpans(f"{where}[{n}].key must be a string, got {kind(kv.get('key'))}")
+        out[kv["key"]] = _value(kv.get("value"), f"{where}[{n}] ({kv['key']})")
+    return out
 
 
-def _value(value: Mapping[str, Any]) -> Any:
+def _value(value: Any, where: str) -> Any:
     # Phoenix and protobuf's JSON printer spell out every field with nulls: take the one that is set.
+    value = _map(value, where)
     for key in ("stringValue", "boolValue", "intValue", "doubleValue", "arrayValue", "kvlistValue", "bytesValue"):
         found = _get(value, key)
         if found is None:
             continue
-        if key == "intValue":
-            return int(found)
-        if key == "doubleValue":
-            return float(found)
+        try:
+            if key == "intValue" and not isinstance(found, bool):
+                return int(found)
+            if key == "doubleValue" and not isinstance(found, bool):
+                return float(found)
+        except (TypeError, ValueError):
+            raise MalformedSpans(f"{where}: {key} must be a number, got {kind(found)}") from None
         if key == "arrayValue":
-            return [_value(v) for v in found.get("values") or []]
+            items = _list(_map(found, where).get("values"), f"{where}.arrayValue.values")
+            return [_value(v, f"{where}.arrayValue.values[{n}]") for n, v in enumerate(items)]
         if key == "kvlistValue":
-            return _attributes(found.get("values"))
+            return _attributes(_map(found, where).get("values"), f"{where}.kvlistValue.values")
         return found
     return None
 

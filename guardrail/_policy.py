@@ -25,9 +25,19 @@ import hashlib
 import json
 from collections.abc import Mapping
 from enum import IntEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from guardrail._types import Runtime
 from guardrail._values import VALUES
@@ -54,15 +64,49 @@ DEFAULT_BLOCK_MESSAGE = "I can't help with that request."
 
 Score = Annotated[float, Field(ge=-1.0, le=1.0)]
 
+DEFAULT_TIMEOUT_MS = 10_000.0
+"""A policy's scoring time limit per check when it sets none: every check that waits has a deadline."""
+DEFAULT_MAX_CHARS = 64_000
+"""Longest answer a policy scores whole when it sets no ``max_chars``: bounds the cost of one check."""
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_dimensions(keys: Mapping[str, Any] | list[str]) -> None:
-    for key in keys:
-        if key not in VALUES:
-            raise ValueError(f"unknown value dimension {key!r}; expected one of: {', '.join(VALUES)}")
+_M = TypeVar("_M", bound=_Model)
+
+
+def _problem(loc: tuple[str | int, ...], value: Any, message: str) -> InitErrorDetails:
+    """A cross-field problem as a pydantic error (``Value error, ...`` at ``loc``)."""
+    return InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": ValueError(message)})
+
+
+def _validated(
+    cls: type[_M], data: Any, handler: ModelWrapValidatorHandler[_M], problems: list[InitErrorDetails]
+) -> _M:
+    """Run the schema (``handler``) and raise its errors and ``problems`` together, so no error waits for another."""
+    try:
+        value = handler(data)
+    except ValidationError as exc:
+        if not problems:
+            raise
+        again = [InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {}))
+                 for e in exc.errors()]  # fmt: skip
+        raise ValidationError.from_exception_data(cls.__name__, [*again, *problems]) from None
+    if problems:
+        raise ValidationError.from_exception_data(cls.__name__, problems)
+    return value
+
+
+def _dimension(key: str) -> str:
+    if key not in VALUES:
+        raise ValueError(f"unknown value dimension {key!r}; expected one of: {', '.join(VALUES)}")
+    return key
+
+
+# Checked key by key (item by item), so each unknown name is one error beside the entry's own.
+Dimension = Annotated[str, AfterValidator(_dimension)]
 
 
 class Range(_Model):
@@ -104,26 +148,18 @@ class Threshold(Range):
 class Distance(_Model):
     """Distance from a reference profile, over all or some dimensions."""
 
-    reference: dict[str, Score] = Field(description="Reference scores; missing dimensions are 0.")
+    reference: dict[Dimension, Score] = Field(description="Reference scores; missing dimensions are 0.")
     metric: Metric = Field(default="l2", description="l1, l2 or cosine (1 - cosine similarity).")
     max: float = Field(gt=0, description="Radius: the region holds vectors at distance <= max.")
-    dimensions: list[str] | None = Field(
+    dimensions: list[Dimension] | None = Field(
         default=None, description="Dimensions the distance is computed over (default: all ten)."
     )
-
-    @field_validator("reference")
-    @classmethod
-    def _reference_keys(cls, value: dict[str, float]) -> dict[str, float]:
-        _check_dimensions(value)
-        return value
 
     @field_validator("dimensions")
     @classmethod
     def _dimension_keys(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            if not value:
-                raise ValueError("dimensions must name at least one value")
-            _check_dimensions(value)
+        if value is not None and not value:
+            raise ValueError("dimensions must name at least one value")
         return value
 
 
@@ -136,7 +172,7 @@ class Region(_Model):
 
     kind: Literal["allowed", "forbidden"] = Field(description="allowed or forbidden.")
     description: str = ""
-    box: dict[str, Range] | None = Field(
+    box: dict[Dimension, Range] | None = Field(
         default=None, description="Per-dimension ranges that must all hold to be inside."
     )
     distance: Distance | None = Field(default=None, description="A ball around a reference profile.")
@@ -146,17 +182,18 @@ class Region(_Model):
     @field_validator("box")
     @classmethod
     def _box_keys(cls, value: dict[str, Range] | None) -> dict[str, Range] | None:
-        if value is not None:
-            if not value:
-                raise ValueError("box must name at least one dimension")
-            _check_dimensions(value)
+        if value is not None and not value:
+            raise ValueError("box must name at least one dimension")
         return value
 
-    @model_validator(mode="after")
-    def _one_shape(self) -> Region:
-        if (self.box is None) == (self.distance is None):
-            raise ValueError("a region needs exactly one of box or distance")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_shape(cls, data: Any, handler: ModelWrapValidatorHandler[Region]) -> Region:
+        # On the raw input, so the shape is reported beside errors inside the box or distance.
+        problems = []
+        if isinstance(data, Mapping) and (data.get("box") is None) == (data.get("distance") is None):
+            problems.append(_problem((), data, "a region needs exactly one of box or distance"))
+        return _validated(cls, data, handler, problems)
 
 
 class Action(_Model):
@@ -186,15 +223,20 @@ class Action(_Model):
     fallback: str = Field(default="block", description="rewrite: action applied when the rewrite fails.")
     params: dict[str, Any] = Field(default_factory=dict, description="Extra parameters for the action.")
 
-    @model_validator(mode="after")
-    def _fields_fit_type(self) -> Action:
-        if self.type == "rewrite" and not self.strategy:
-            raise ValueError("a rewrite action needs a strategy (reask or redact)")
-        if self.type != "rewrite" and self.strategy is not None:
-            raise ValueError(f"strategy only applies to rewrite, not {self.type}")
-        if self.type != "block" and self.type != "rewrite" and self.message is not None:
-            raise ValueError(f"message only applies to block or rewrite, not {self.type}")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _fields_fit_type(cls, data: Any, handler: ModelWrapValidatorHandler[Action]) -> Action:
+        # On the raw input, so these are reported beside errors in the action's other fields.
+        kind = data.get("type") if isinstance(data, Mapping) else None
+        problems = []
+        if kind in get_args(ActionType):
+            if kind == "rewrite" and not data.get("strategy"):
+                problems.append(_problem((), data, "a rewrite action needs a strategy (reask or redact)"))
+            if kind != "rewrite" and data.get("strategy") is not None:
+                problems.append(_problem((), data, f"strategy only applies to rewrite, not {kind}"))
+            if kind not in ("block", "rewrite") and data.get("message") is not None:
+                problems.append(_problem((), data, f"message only applies to block or rewrite, not {kind}"))
+        return _validated(cls, data, handler, problems)
 
 
 class ScorerSettings(_Model):
@@ -261,7 +303,7 @@ class Policy(_Model):
     mode: Literal["enforce", "shadow"] = Field(
         default="enforce", description="shadow decides and records but never alters the response."
     )
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    thresholds: dict[Dimension, Threshold] = Field(default_factory=dict)
     regions: dict[str, Region] = Field(default_factory=dict)
     actions: dict[str, Action] = Field(default_factory=dict)
     on_error: Literal["block", "allow"] = Field(
@@ -270,7 +312,23 @@ class Policy(_Model):
     error_action: str | None = Field(
         default=None, description="Action used when on_error is block (default: the block action)."
     )
-    timeout_ms: float | None = Field(default=None, gt=0, description="Scoring time limit.")
+    timeout_ms: float = Field(
+        default=DEFAULT_TIMEOUT_MS,
+        gt=0,
+        description="Scoring time limit of one check, in milliseconds (default 10 s); a check that takes longer "
+        "counts as a scoring failure (on_error).",
+    )
+    max_chars: int = Field(
+        default=DEFAULT_MAX_CHARS,
+        ge=2,
+        description="Longest answer scored whole, in characters (default 64,000); longer ones follow `oversize`. "
+        "A longer prompt is cut to its first max_chars characters.",
+    )
+    oversize: Literal["error", "truncate"] = Field(
+        default="error",
+        description="An answer longer than max_chars. error (default): a scoring failure, so on_error decides "
+        "(block: fail closed); truncate: score its first and last max_chars/2 characters only.",
+    )
     streaming: Streaming = Field(default_factory=Streaming, description="How streamed answers are guarded.")
     scorer: ScorerSettings = Field(default_factory=ScorerSettings, description="How checks reach the scorer.")
     capture_content: bool | None = Field(
@@ -279,33 +337,18 @@ class Policy(_Model):
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT; a Guard's capture_content argument overrides both.",
     )
 
-    @field_validator("thresholds")
-    @classmethod
-    def _threshold_keys(cls, value: dict[str, Threshold]) -> dict[str, Threshold]:
-        _check_dimensions(value)
-        return value
-
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, value: Any) -> Any:
         # YAML reads `version: 1.0` as a float; accept it as the text the author wrote.
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
-    @model_validator(mode="after")
-    def _actions_defined(self) -> Policy:
-        known = {**BUILTIN_ACTIONS, **self.actions}
-        named = [(f"thresholds.{k}", t.action) for k, t in self.thresholds.items()]
-        named += [(f"regions.{k}", r.action) for k, r in self.regions.items()]
-        if self.error_action is not None:
-            named.append(("error_action", self.error_action))
-        named += [(f"actions.{k}.fallback", a.fallback) for k, a in self.actions.items() if a.type == "rewrite"]
-        for where, action in named:
-            if action not in known:
-                raise ValueError(f"{where}: unknown action {action!r}; defined: {', '.join(sorted(known))}")
-        for name, spec in self.actions.items():
-            if spec.type == "rewrite" and known[spec.fallback].type == "rewrite":
-                raise ValueError(f"actions.{name}.fallback: {spec.fallback!r} is a rewrite; a fallback must not be")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _actions_defined(cls, data: Any, handler: ModelWrapValidatorHandler[Policy]) -> Policy:
+        # Checked on the raw input beside the schema, not after it: every unknown action is then
+        # reported in the same run as every other problem of the file.
+        return _validated(cls, data, handler, _action_problems(data))
 
     def action(self, name: str) -> Action:
         """Return the action called ``name`` (policy-defined first, then built-in)."""
@@ -315,6 +358,41 @@ class Policy(_Model):
         """SHA-256 of the resolved policy content (stable across key order and formatting)."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _action_problems(data: Any) -> list[InitErrorDetails]:
+    """Every action a raw policy mapping names but does not define, and every fallback that is a rewrite."""
+    if not isinstance(data, Mapping):
+        return []  # a Policy instance was checked when it was built; anything else fails the schema
+
+    def entries(section: str) -> list[tuple[Any, Mapping[str, Any]]]:
+        raw = data.get(section)
+        items = raw.items() if isinstance(raw, Mapping) else ()
+        return [(name, spec) for name, spec in items if isinstance(spec, Mapping)]
+
+    # An entry that breaks the schema still defines its name: no second error for every use of it.
+    raw_actions = data.get("actions")
+    defined = dict(raw_actions) if isinstance(raw_actions, Mapping) else {}
+    known = {name: spec.type for name, spec in BUILTIN_ACTIONS.items()}
+    known |= {name: spec.get("type") if isinstance(spec, Mapping) else None for name, spec in defined.items()}
+    named = [((section, name, "action"), spec.get("action", "block"))
+             for section in ("thresholds", "regions") for name, spec in entries(section)]  # fmt: skip
+    if data.get("error_action") is not None:
+        named.append((("error_action",), data["error_action"]))
+    named += [(("actions", name, "fallback"), spec.get("fallback", "block"))
+              for name, spec in entries("actions") if spec.get("type") == "rewrite"]  # fmt: skip
+    problems = []
+    for loc, action in named:
+        if not isinstance(action, str):
+            continue  # the schema reports the wrong type
+        if action not in known:
+            message = f"unknown action {action!r}; defined: {', '.join(sorted(map(str, known)))}"
+        elif loc[-1] == "fallback" and known[action] == "rewrite":
+            message = f"{action!r} is a rewrite; a fallback must not be"
+        else:
+            continue
+        problems.append(_problem(loc, action, message))
+    return problems
 
 
 def merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:

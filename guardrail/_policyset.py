@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from guardrail._exceptions import PolicyError, PolicyNotFoundError
+from guardrail._exceptions import PolicyError
 from guardrail._guard import Guard, default_policy
+from guardrail._loader import read_yaml
 from guardrail._types import Scorer
 
 
@@ -72,14 +72,15 @@ class PolicySet:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, scorer: Scorer | None = None, **guard_options: Any) -> PolicySet:
-        """Read a policy-set YAML file (see the module docs)."""
+        """Read a policy-set YAML file (see the module docs).
+
+        Raises:
+            PolicyNotFoundError: The file, or a policy it names, does not exist.
+            PolicyError: The file is not a valid policy set, or a policy it names is not valid.
+        """
         file = Path(path)
-        try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise PolicyNotFoundError(f"{file}: cannot read policy set: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{file}: invalid YAML: {exc}") from exc
+        # The policy loader's safe reader: size, nesting and alias expansion are bounded alike.
+        raw = read_yaml(file, str(file), what="policy set").data or {}
         try:
             config = PolicySetConfig.model_validate(raw)
         except ValidationError as exc:

@@ -48,7 +48,8 @@ def render(audit: Audit, out: Path, png_dir: Path | None = None, bucket: str | N
         images[name] = buffer.getvalue()
     written = [out]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_html(audit, images, bucket_s), encoding="utf-8")
+    # A span may carry a lone surrogate (valid JSON, not encodable): shown escaped, never a crash.
+    out.write_text(_html(audit, images, bucket_s), encoding="utf-8", errors="backslashreplace")
     if png_dir is not None:
         png_dir.mkdir(parents=True, exist_ok=True)
         for name, data in images.items():

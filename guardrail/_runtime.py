@@ -21,6 +21,10 @@ the LoRA adapter merged, pooling and head in one graph, dynamic batch and sequen
 against PyTorch on a padded batch, and cached under ``$GUARDRAIL_CACHE_DIR`` (default
 ``~/.cache/value-guardrail``) in a folder named by a hash of the model's weights, the base encoder's
 weights and the torch / onnxruntime versions, so a retrained model or an upgrade exports afresh.
+Each graph's SHA-256 is recorded beside it at export (``scores.onnx.sha256``) and checked before
+every load: a graph that does not match its record (corrupted, or planted in the folder) is
+refused with a warning and exported again. The record only proves that the graph is the one this
+machine exported, so keep the cache folder private (it is created readable by its owner only).
 """
 
 from __future__ import annotations
@@ -239,7 +243,7 @@ def load_onnx(
     import_onnxruntime()
     folder = cache_root() / "onnx" / fingerprint(model_dir, encoder_source)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: what is cached here is run
         return OnnxForward(_ensure(runtime, folder, build), threads)
     except OSError as exc:
         logger.warning("cannot write the ONNX cache %s (%s); exporting to a temporary folder", folder, exc)
@@ -253,7 +257,7 @@ def load_onnx(
 
 def _ensure(runtime: str, folder: Path, build: Callable[[], tuple[nn.Module, dict[str, torch.Tensor]]]) -> Path:
     fp32 = folder / "scores.onnx"
-    if not fp32.exists():
+    if not _verified(fp32):
         module, sample = build()
         with _atomic(fp32) as tmp:
             export(module, sample, tmp)
@@ -261,21 +265,58 @@ def _ensure(runtime: str, folder: Path, build: Callable[[], tuple[nn.Module, dic
     if runtime == "onnx":
         return fp32
     int8 = folder / "scores-int8.onnx"
-    if not int8.exists():
+    if not _verified(int8):
         with _atomic(int8) as tmp:
             quantize_onnx_int8(fp32, tmp)
     return int8
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's contents, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_of(graph: Path) -> Path:
+    return graph.with_name(graph.name + ".sha256")
+
+
+def _verified(graph: Path) -> bool:
+    """Whether a cached graph exists and matches the hash recorded when it was exported.
+
+    A graph without a record, or with another hash, is not used: it is logged and exported again.
+    """
+    if not graph.exists():
+        return False
+    try:
+        recorded = _record_of(graph).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        recorded = ""
+    if recorded and file_sha256(graph) == recorded:
+        return True
+    problem = "does not match the SHA-256 recorded at export" if recorded else "has no SHA-256 recorded at export"
+    logger.warning("the cached ONNX graph %s %s (corrupted or replaced): not using it, exporting it again",
+                   graph, problem)  # fmt: skip
+    return False
+
+
 @contextlib.contextmanager
 def _atomic(target: Path) -> Iterator[Path]:
     # Written beside the target and renamed: a concurrent process never reads a half-written graph.
+    # A reader between the two renames sees a graph and a record that differ and exports again.
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.onnx")
+    record = _record_of(tmp)
     try:
         yield tmp
+        record.write_text(file_sha256(tmp) + "\n", encoding="ascii")
+        os.replace(record, _record_of(target))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
 
 
 def export(module: nn.Module, sample: dict[str, torch.Tensor], path: Path) -> None:

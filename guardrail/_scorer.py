@@ -5,12 +5,14 @@ into overlapping token windows (``max_length`` tokens each, ``window_overlap`` s
 ``prompt_tokens`` of the prompt repeated in every window), every window is scored, and the
 windows are combined per value: if any window opposes the value (score < -0.3) the most
 opposing window counts, so a harmful paragraph at the end of a long answer is not averaged
-away; otherwise the mean over windows counts.
+away; otherwise the mean over windows counts. A window whose scores are not finite numbers (a
+broken model or graph) is a :class:`ScorerError`, never clamped into range.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -23,6 +25,7 @@ from guardrail._model import ModelConfig, read_card, read_config, resolve_encode
 from guardrail._resources import default_model_dir
 from guardrail._runtime import ONNX_RUNTIMES, OnnxForward, exportable, load_onnx, quantize_int8, resolve_runtime
 from guardrail._types import Item, Runtime
+from guardrail._validate import clean_text
 from guardrail._values import NO_CONNECTION, VALUES, ValueVector
 
 _T = TypeVar("_T")
@@ -30,6 +33,12 @@ _T = TypeVar("_T")
 if TYPE_CHECKING:
     import torch
 
+
+_ROUNDING = 1e-3
+"""How far past +-1 a score may land through float rounding alone (bfloat16 tanh); more is a broken model."""
+
+_CHARS_PER_TOKEN = 100
+"""Most characters one token covers (a longer word is one unknown token): cuts a prompt before tokenising."""
 
 _EXPORT_SAMPLE: list[Item] = [
     ("How do I bake bread?", "Mix flour, water, salt and yeast, knead, let it rise, shape it and bake it until brown."),
@@ -136,6 +145,10 @@ class TransformerScorer:
         self._encoder: Any = None
         self._head: Any = None
         self._onnx: OnnxForward | None = None
+        self._onnx_source: OnnxForward | None = None  # a background twin's model, its session opened on first use
+        self.stop_when: Callable[[], bool] | None = None
+        """Asked between forward batches; when it says True, scoring stops with a ``ScorerError``
+        (the background lane: its caller gave up, or the process is exiting)."""
         self._worker: ThreadPoolExecutor | None = None
         if self.runtime in ONNX_RUNTIMES:
             # PyTorch modules are only loaded to export, when the graph is not cached yet.
@@ -261,7 +274,27 @@ class TransformerScorer:
         rows: list[list[int]] = [[] for _ in items]  # one pass: a scan per item is quadratic in the batch
         for row, owner in enumerate(owners):
             rows[owner].append(row)
-        return [self._combine(scores, r) for r in rows]
+        return [self._combine(scores, r, n) for n, r in enumerate(rows)]
+
+    def background(self) -> TransformerScorer:
+        """A twin for low-priority work: same model and results, forward passes of its own.
+
+        The twin runs its forward passes on the thread that calls it (an ONNX twin opens its own
+        single-threaded session there on first use), so a worker thread at low OS priority, the
+        :class:`MicroBatcher`'s background lane, scores large answers at low priority while this
+        scorer keeps serving small ones. Weights are shared: swap encoder or head before making one.
+        """
+        twin = copy.copy(self)
+        # A fast tokenizer changes its own truncation state on every call: two threads need two.
+        twin._tokenizer = copy.deepcopy(self._tokenizer)
+        twin._lock = threading.Lock()
+        twin._worker = None
+        if not self.device.startswith("cuda"):
+            twin.batch_size = min(self.batch_size, 4)  # short forward passes: a caller who gave up is let go soon
+        if self._onnx is not None:
+            twin._onnx = None
+            twin._onnx_source = self._onnx
+        return twin
 
     async def ascore(self, items: Sequence[Item]) -> list[ValueVector]:
         """Async twin of :meth:`score`: runs the forward pass in a worker thread."""
@@ -299,8 +332,8 @@ class TransformerScorer:
             group = [n for n, (prompt, _) in enumerate(items) if bool(prompt) == paired]
             if not group:
                 continue
-            responses = [items[n][1] for n in group]
-            prompts = [self._clip_prompt(items[n][0] or "") for n in group] if paired else None
+            responses = [clean_text(items[n][1]) for n in group]
+            prompts = [self._clip_prompt(clean_text(items[n][0] or "")) for n in group] if paired else None
             enc = self._tokenizer(
                 *([prompts, responses] if paired else [responses]),
                 truncation="only_second" if paired else True,
@@ -318,6 +351,8 @@ class TransformerScorer:
         # Keep the start of long prompts so every window has room for the response.
         if not prompt:
             return prompt
+        # Only the first prompt_tokens count: a huge prompt is never tokenised whole.
+        prompt = prompt[: self.config.prompt_tokens * _CHARS_PER_TOKEN]
         ids = self._tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if len(ids) <= self.config.prompt_tokens:
             return prompt
@@ -334,6 +369,8 @@ class TransformerScorer:
         results = []
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
+                if self.stop_when is not None and self.stop_when():
+                    raise ScorerError("scoring stopped: the caller gave up")
                 chunk = order[start : start + self.batch_size]
                 # Results stay on the device until all chunks are queued: on CUDA the host pads
                 # the next chunk while the device still computes this one, and one copy back ends it.
@@ -345,6 +382,8 @@ class TransformerScorer:
 
     def _run(self, batch: dict[str, torch.Tensor], pooled_only: bool) -> torch.Tensor:
         """The runtime-specific part: one padded batch through encoder, pooling and head."""
+        if self._onnx is None and self._onnx_source is not None:
+            self._onnx = self._twin_session(self._onnx_source)
         if self._onnx is not None:
             arrays = {k: v.numpy() for k, v in batch.items()}
             return self._torch.from_numpy(self._onnx.run(arrays, "features" if pooled_only else "scores"))
@@ -352,8 +391,18 @@ class TransformerScorer:
         return pooled if pooled_only else self._head(pooled)
 
     @staticmethod
-    def _combine(scores: torch.Tensor, rows: list[int]) -> ValueVector:
+    def _twin_session(source: OnnxForward) -> OnnxForward:
+        # One thread, opened by the (low-priority) thread that runs it; a graph that lived in a
+        # temporary folder is gone, and the twin then shares the session it came from.
+        if not source.path.is_file():
+            return source
+        return OnnxForward(source.path, threads=1)
+
+    @staticmethod
+    def _combine(scores: torch.Tensor, rows: list[int], item: int = 0) -> ValueVector:
         window_scores = scores[rows]
+        if not bool(window_scores.isfinite().all()):
+            raise ScorerError(f"item {item}: the model produced non-finite scores (NaN or infinity)")
         if len(rows) == 1:
             combined = window_scores[0]
         else:
@@ -361,5 +410,8 @@ class TransformerScorer:
             combined = window_scores.mean(dim=0)
             opposed = lowest < -NO_CONNECTION
             combined[opposed] = lowest[opposed]
-        values = [min(1.0, max(-1.0, float(x))) for x in combined]
-        return ValueVector(**dict(zip(VALUES, values)))
+        values = [float(x) for x in combined]
+        if any(abs(x) > 1.0 + _ROUNDING for x in values):
+            raise ScorerError(f"item {item}: the model produced scores outside [-1, 1]: {max(values, key=abs):+.4f}")
+        # tanh keeps scores in [-1, 1]; only float rounding can overshoot, by a hair.
+        return ValueVector(**{k: min(1.0, max(-1.0, x)) for k, x in zip(VALUES, values)})

@@ -9,6 +9,7 @@ With ``stream_first: false`` a chunk's text is released only after the window ho
 a blocked answer delivers none of its text, only the policy's message. With ``stream_first: true``
 text flows at once and the stream is cut with the message as soon as a window violates.
 A rewrite decision cannot be carried out mid-stream; its ``fallback`` action applies instead.
+A ``None`` chunk carries nothing and is skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from guardrail._outputs import OutputPart
 from guardrail._policy import Streaming
 from guardrail._rewrite import Result
+from guardrail._validate import check_metadata
 from guardrail._verdict import Verdict
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ class _Base(Generic[C]):
         rebuild: Callable[[C, str], C],
         part: OutputPart | None = None,
     ) -> None:
+        check_metadata(metadata)  # here, not at the first window: a bad argument fails before any chunk is read
         self._guard, self._prompt, self._metadata, self._part = guard, prompt, metadata, part
         self._text, self._rebuild = text, rebuild
         self._window = _Window(guard.policy.streaming)
@@ -97,7 +100,11 @@ class _Base(Generic[C]):
 
     def _receive(self, chunk: C) -> list[C]:
         """Take one upstream chunk; return chunks that can go out without scoring."""
+        if chunk is None:
+            return []
         delta = self._text(chunk) or ""
+        if not isinstance(delta, str):
+            raise TypeError(f"text(chunk) must return a string or None, got {type(delta).__name__}")
         if not delta:
             if self._window.released == len(self._window.text):
                 return [chunk]

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -49,6 +51,8 @@ __all__ = [
     "Telemetry",
     "configure",
 ]
+
+logger = logging.getLogger(__name__)
 
 Exporter = Literal["otlp", "console", "file", "none"]
 OtlpProtocol = Literal["http/protobuf", "grpc"]
@@ -82,11 +86,38 @@ class Telemetry:
     exporter: Exporter
     """The span exporter in use (``none`` when only ``metric_readers`` or your own processors report)."""
 
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export everything queued now; False if it did not finish within the timeout."""
-        spans = self.tracer_provider.force_flush(timeout_millis)
-        measures = self.meter_provider.force_flush(timeout_millis)
-        return bool(spans and measures)
+    def force_flush(self, timeout_millis: float = 30_000) -> bool:
+        """Export everything queued now; False if it did not finish within the timeout.
+
+        Returns within about ``timeout_millis`` even when the endpoint is down or never answers.
+        The SDK's OTLP exporters retry for their own timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s)
+        whatever the flush's, so spans and metrics flush side by side on background threads and
+        the call stops waiting at the deadline; a flush still running then ends on its own.
+
+        Raises:
+            ValueError: ``timeout_millis`` is not a positive number.
+        """
+        if isinstance(timeout_millis, bool) or not isinstance(timeout_millis, (int, float)) or not timeout_millis > 0:
+            raise ValueError(f"timeout_millis must be a positive number of milliseconds, got {timeout_millis!r}")
+        flushes = {"spans": self.tracer_provider.force_flush, "metrics": self.meter_provider.force_flush}
+        done: dict[str, bool] = {}
+
+        def flush(name: str) -> None:
+            try:
+                done[name] = bool(flushes[name](int(timeout_millis)))
+            except Exception:  # the telemetry boundary: a failing flush is reported, never raised
+                logger.exception("flushing the %s failed", name)
+                done[name] = False
+
+        # Daemon threads: a flush stuck on a dead endpoint must not keep the process from exiting.
+        threads = [threading.Thread(target=flush, args=(name,), name=f"guardrail-flush-{name}", daemon=True)
+                   for name in flushes]  # fmt: skip
+        deadline = time.monotonic() + timeout_millis / 1000
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return all(done.get(name, False) for name in flushes)
 
     def shutdown(self) -> None:
         """Flush and stop both providers (call once, at exit)."""

@@ -234,6 +234,44 @@ def test_score_bad_lines_skipped(tmp_path: Path) -> None:
     assert [r["id"] for r in rows] == [1, 2, 3]
 
 
+def _tight_policy(tmp_path: Path) -> Path:
+    # 1 ms per check: far too little for any batch, so only the batch-scaled limit can save it.
+    return _write_jsonl(tmp_path / "tight.yaml", ["name: tight", "extends: default", "timeout_ms: 1"])
+
+
+def test_score_failed_rows_carry_their_error_and_fail_the_run(tmp_path: Path) -> None:
+    # Issue 13: a timed-out batch was written as "scores": null, "decision": "block", exit 0.
+    source = _write_jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in GOOD_ROWS])
+    target = tmp_path / "out.jsonl"
+    result = expect(invoke("score", str(source), str(target), "--timeout-ms", "0.001", "--policy", "default"), 1)
+    rows = _read_jsonl(target)
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert row["scores"] is None and "ScoringTimeout" in row["error"]
+        assert row["decision"] is None and row["violations"] is None  # not scored, so not decided either
+    assert "scored 0 responses, 3 failed" in result.stderr
+    assert result.stderr.count("not scored") == 3 and f"{source}:1: ScoringTimeout" in result.stderr
+
+
+def test_score_on_error_skip_leaves_failed_rows_out(tmp_path: Path) -> None:
+    source = _write_jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in GOOD_ROWS])
+    target = tmp_path / "out.jsonl"
+    result = expect(invoke("score", str(source), str(target), "--timeout-ms", "0.001", "--on-error", "skip"), 0)
+    assert _read_jsonl(target) == []
+    assert "scored 0 responses, 3 failed (skipped), wrote 0" in result.stderr
+
+
+def test_score_gives_each_batch_its_own_deadline(tmp_path: Path) -> None:
+    source = _write_jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in GOOD_ROWS])
+    target = tmp_path / "out.jsonl"
+    policy = str(_tight_policy(tmp_path))
+    result = expect(invoke("score", str(source), str(target), "--policy", policy, "--timeout-ms", "60000"), 0)
+    rows = _read_jsonl(target)
+    assert all(r["error"] is None and list(r["scores"]) == list(VALUES) for r in rows)
+    assert [r["decision"] for r in rows] == ["allow", "block", "allow"]
+    assert "scored 3 responses, 0 failed" in result.stderr
+
+
 def test_score_missing_input(tmp_path: Path) -> None:
     result = expect(invoke("score", str(tmp_path / "nope.jsonl"), str(tmp_path / "out.jsonl")), 2)
     assert "nope.jsonl" in result.stderr

@@ -32,9 +32,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from guardrail import Guard
+from guardrail import Guard, ValueVector
 from guardrail._genai import MESSAGES_LIMIT, provider_name
 from guardrail._telemetry import CAPTURE_ENV, CONTENT_LIMIT
+from guardrail.testing import FakeScorer
 from guardrail_langchain import GuardedChatModel, ValueGuardrailMiddleware
 from guardrail_litellm import ValueGuardrail, completion, verdict_of
 
@@ -400,6 +401,48 @@ def test_langchain_stream_keeps_the_call_open_until_it_ends(
     assert assert_model(chat, "fake-gpt", "namedfake")["gen_ai.response.id"] == "resp-1"
     assert all(c.parent is not None and c.parent.span_id == parent.context.span_id for c in checks)
     assert chat.end_time is not None and parent.end_time is not None and chat.end_time <= parent.end_time
+
+
+PARTS = ["guardrail.call", "  chat {model}", "  guardrail.enforce", "    guardrail.check", "  guardrail.check",
+         "  guardrail.check"]  # fmt: skip
+# BENIGN in two windows, then the held-back reasoning (GenericFakeChatModel streams no tool calls)
+STREAMED_PARTS = ["guardrail.call", "  chat {model}", "  guardrail.check", "  guardrail.check", "  guardrail.check"]
+
+
+def parts_of(checks: Sequence[ReadableSpan]) -> list[tuple[Any, ...]]:
+    """Each check's ``guardrail.output.*`` attributes and decision, in start order."""
+    return [(a["guardrail.output.kind"], a["guardrail.output.choice"], a["guardrail.output.index"],
+             a.get("guardrail.output.name"), a["guardrail.decision"]) for a in map(attrs, checks)]  # fmt: skip
+
+
+def with_parts(text: str) -> AIMessage:
+    """An answer with reasoning and a tool call beside its text."""
+    return AIMessage(content=text, id="resp-1", additional_kwargs={"reasoning_content": "The user asks about sleep."},
+                     tool_calls=[{"name": "get_tip", "args": {"topic": "sleep"}, "id": "call_1"}])  # fmt: skip
+
+
+@twins
+def test_langchain_each_part_is_checked_on_its_own_span(
+    use_async: bool, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    fake = FakeScorer(fn=lambda p, r: ValueVector(benevolence=-0.9 if "get_tip" in r else 0.0))
+    parted = Guard(scorer=fake, tracer_provider=provider)
+    answer = invoke(GuardedChatModel(model=ChatNamedFake(messages=iter([with_parts(BENIGN)])), guard=parted), use_async)
+    assert answer.response_metadata["guardrail"]["part"]["kind"] == "tool_call" and not answer.tool_calls
+    spans = finished(exporter, PARTS, "fake-gpt")
+    assert parts_of(spans["guardrail.check"]) == [
+        ("content", 0, 0, None, "allow"), ("reasoning", 0, 0, None, "allow"), ("tool_call", 0, 0, "get_tip", "block")]
+    assert_call(spans["guardrail.call"][0], parted, integration="langchain", final="block", streamed=False)
+
+
+def test_langchain_stream_checks_each_held_part_on_its_own_span(guard: Guard, exporter: InMemorySpanExporter) -> None:
+    model = GuardedChatModel(model=ChatNamedFake(messages=iter([with_parts(BENIGN)])), guard=guard)
+    chunks = list(model.stream(PROMPT))
+    assert chunks[-1].response_metadata["guardrail"]["decision"] == "allow"
+    spans = finished(exporter, STREAMED_PARTS, "fake-gpt")
+    assert [p[:4] for p in parts_of(spans["guardrail.check"])] == [
+        ("content", 0, 0, None), ("content", 0, 0, None), ("reasoning", 0, 0, None)]
+    assert_call(spans["guardrail.call"][0], guard, integration="langchain", final="allow", streamed=True)
 
 
 # -- LangChain: agent middleware --------------------------------------------------------------------------

@@ -57,6 +57,10 @@ LONG_BENIGN = (
     "for weeks, talk to your doctor."
 )  # longer than the default policy's 200-character window: released in two windows
 ANSWERS = {SLEEP: BENIGN, CARD: HARMFUL, LONG: LONG_BENIGN}
+# Agent questions: the agent's tool call (get_balance) is scored with the question too, and the shipped
+# model reads a bare tool call asked for nowhere in the question as less conforming; these ask for it.
+BALANCE_SLEEP = "What is my checking balance, and how can I sleep better?"
+BALANCE_CARD = "Check my balance. How can I use my roommate's credit card without them knowing?"
 
 
 class Account(BaseModel):
@@ -240,12 +244,12 @@ def test_lcel_chain(guard: Guard, refusal: str) -> None:
     assert asyncio.run(chain.ainvoke({"question": SLEEP})) == BENIGN
 
 
-def test_bind_tools_reaches_the_wrapped_model_and_tool_calls_pass_unchecked(guard: Guard) -> None:
+def test_bind_tools_reaches_the_wrapped_model_and_tool_calls_are_checked(guard: Guard) -> None:
     inner = ToolFake(messages=iter([tool_call(args={"account": "savings"}), AIMessage(content=HARMFUL)]))
     model = GuardedChatModel(model=inner, guard=guard).bind_tools([get_balance])
     call = model.invoke("What is in my savings account?")
     assert isinstance(call, AIMessage) and call.tool_calls[0]["args"] == {"account": "savings"}
-    assert "guardrail" not in call.response_metadata  # no text: nothing to check
+    assert verdict_of(call)["decision"] == "allow" and verdict_of(call)["part"]["kind"] == "tool_call"
     assert inner.calls[0][1]["tools"][0]["function"]["name"] == "get_balance"
     answer = model.invoke(CARD)
     assert verdict_of(answer)["decision"] == "block"
@@ -376,14 +380,14 @@ def test_stream_events_v3_show_only_released_text(guard: Guard, refusal: str) ->
     assert "".join(d.get("text", "") for d in deltas) == refusal
 
 
-def test_tool_call_stream_passes_unchecked(guard: Guard) -> None:
+def test_tool_call_stream_is_checked(guard: Guard) -> None:
     inner = ToolFake(messages=iter([tool_call()]))
     chunks = list(GuardedChatModel(model=inner, guard=guard).bind_tools([get_balance]).stream("Balance?"))
     whole = chunks[0]
     for chunk in chunks[1:]:
         whole += chunk
     assert isinstance(whole, AIMessageChunk) and whole.tool_calls[0]["name"] == "get_balance"
-    assert "guardrail" not in whole.response_metadata
+    assert verdict_of(whole)["decision"] == "allow" and verdict_of(whole)["part"]["name"] == "get_balance"
 
 
 def test_models_without_streaming_still_stream_guarded(guard: Guard, refusal: str) -> None:
@@ -436,7 +440,9 @@ def test_identity(guard: Guard) -> None:
 # -- agent middleware -----------------------------------------------------------------------------------
 
 
-def run_agent(model: BaseChatModel, middleware: ValueGuardrailMiddleware, question: str = CARD) -> list[BaseMessage]:
+def run_agent(
+    model: BaseChatModel, middleware: ValueGuardrailMiddleware, question: str = BALANCE_CARD
+) -> list[BaseMessage]:
     agent = create_agent(model, tools=[get_balance], middleware=[middleware])
     return agent.invoke({"messages": [HumanMessage(question)]})["messages"]
 
@@ -444,19 +450,19 @@ def run_agent(model: BaseChatModel, middleware: ValueGuardrailMiddleware, questi
 def test_agent_blocks_a_harmful_final_answer(guard: Guard, refusal: str) -> None:
     messages = run_agent(agent_model(HARMFUL), ValueGuardrailMiddleware(guard))
     assert [type(m) for m in messages] == [HumanMessage, AIMessage, ToolMessage, AIMessage]
-    assert "guardrail" not in messages[1].response_metadata  # the tool call passed unchecked
+    assert verdict_of(messages[1])["decision"] == "allow"  # the tool call was checked, then run
     assert messages[2].content == "checking: 120 EUR"
     assert messages[-1].content == refusal and verdict_of(messages[-1])["decision"] == "block"
 
 
 def test_agent_passes_a_benign_final_answer(guard: Guard) -> None:
-    messages = run_agent(agent_model(BENIGN), ValueGuardrailMiddleware(guard), SLEEP)
+    messages = run_agent(agent_model(BENIGN), ValueGuardrailMiddleware(guard), BALANCE_SLEEP)
     assert messages[-1].content == BENIGN and verdict_of(messages[-1])["decision"] == "allow"
 
 
 def test_agent_ainvoke(guard: Guard, refusal: str) -> None:
     agent = create_agent(agent_model(HARMFUL), tools=[get_balance], middleware=[ValueGuardrailMiddleware(guard)])
-    messages = asyncio.run(agent.ainvoke({"messages": [HumanMessage(CARD)]}))["messages"]
+    messages = asyncio.run(agent.ainvoke({"messages": [HumanMessage(BALANCE_CARD)]}))["messages"]
     assert messages[-1].content == refusal and verdict_of(messages[-1])["decision"] == "block"
 
 
@@ -473,7 +479,7 @@ def test_agent_reasks_through_the_handler(scorer: TransformerScorer, tmp_path: P
 def test_agent_policy_set_from_config_metadata(scorer: TransformerScorer) -> None:
     middleware = ValueGuardrailMiddleware(policies=PolicySet({"audit": "shadow"}, scorer=scorer))
     agent = create_agent(agent_model(HARMFUL), tools=[get_balance], middleware=[middleware])
-    result = agent.invoke({"messages": [HumanMessage(CARD)]}, config={"metadata": {"deployment": "audit"}})
+    result = agent.invoke({"messages": [HumanMessage(BALANCE_CARD)]}, config={"metadata": {"deployment": "audit"}})
     assert result["messages"][-1].content == HARMFUL and verdict_of(result["messages"][-1])["decision"] == "log"
 
 
@@ -483,7 +489,7 @@ def streamed_text(chunks: list[tuple[BaseMessage, dict[str, Any]]]) -> str:
 
 def test_agent_stream_never_shows_a_blocked_answers_tokens(guard: Guard, refusal: str) -> None:
     agent = create_agent(agent_model(HARMFUL), tools=[get_balance], middleware=[ValueGuardrailMiddleware(guard)])
-    chunks = list(agent.stream({"messages": [HumanMessage(CARD)]}, stream_mode="messages"))
+    chunks = list(agent.stream({"messages": [HumanMessage(BALANCE_CARD)]}, stream_mode="messages"))
     assert streamed_text(chunks) == refusal  # the tool-call turn has no text; the answer only its message
     assert any(isinstance(m, AIMessageChunk) and m.tool_call_chunks for m, _ in chunks)
     assert any(isinstance(m, ToolMessage) for m, _ in chunks)
@@ -493,22 +499,23 @@ def test_agent_astream_releases_a_benign_answer(guard: Guard) -> None:
     agent = create_agent(agent_model(BENIGN), tools=[get_balance], middleware=[ValueGuardrailMiddleware(guard)])
 
     async def main() -> list[tuple[BaseMessage, dict[str, Any]]]:
-        return [c async for c in agent.astream({"messages": [HumanMessage(SLEEP)]}, stream_mode="messages")]
+        return [c async for c in agent.astream({"messages": [HumanMessage(BALANCE_SLEEP)]}, stream_mode="messages")]
 
     assert streamed_text(asyncio.run(main())) == BENIGN
 
 
 def test_agent_with_a_guarded_model_streams_safely(guard: Guard, refusal: str) -> None:
     agent = create_agent(GuardedChatModel(model=agent_model(HARMFUL), guard=guard), tools=[get_balance])
-    chunks = list(agent.stream({"messages": [HumanMessage(CARD)]}, stream_mode="messages"))
+    chunks = list(agent.stream({"messages": [HumanMessage(BALANCE_CARD)]}, stream_mode="messages"))
     assert streamed_text(chunks) == refusal
 
 
 def test_agent_with_structured_output_still_builds(guard: Guard) -> None:
     # create_agent reads the (wrapped) model's model_name and profile to pick a structured-output strategy.
-    model = ToolFake(messages=iter([tool_call("Account", {"name": "x"})]))
+    model = ToolFake(messages=iter([tool_call("Account", {"name": "checking"})]))
     agent = create_agent(model, tools=[], middleware=[ValueGuardrailMiddleware(guard)], response_format=Account)
-    assert agent.invoke({"messages": [HumanMessage("Which account?")]})["structured_response"] == Account(name="x")
+    result = agent.invoke({"messages": [HumanMessage("Which account?")]})
+    assert result["structured_response"] == Account(name="checking")
 
 
 def test_a_blocked_structured_answer_loses_its_structured_output(refusal: str) -> None:
@@ -529,7 +536,7 @@ def test_a_blocked_structured_answer_loses_its_structured_output(refusal: str) -
     ("script", "expected"),
     [
         ("langchain_chain.py", ["allow:", "block: I can't help with that"]),
-        ("langchain_agent.py", ["checking: 120 EUR", "block: I can't help with that"]),
+        ("langchain_agent.py", ["ai: allow: calls get_balance", "checking: 120 EUR", "block: I can't help with that"]),
         ("streaming.py", ["allow", "block", "characters of the blocked answer delivered: 0"]),
     ],
 )

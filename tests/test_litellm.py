@@ -20,14 +20,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm reaches
 
 import litellm
 from _answers import BENIGN, HARMFUL, LEAD
-from _litellm_calls import MESSAGES, MODEL, call, stream_chunks
+from _litellm_calls import MESSAGES, MODEL, PROMPT, call, stream_chunks
 from _openai_stub import OpenAIStub
 
 import guardrail_litellm
-from guardrail import Guard, GuardrailViolation, PolicyError, PolicySet, ValueVector, Verdict
+from guardrail import Guard, GuardrailViolation, OutputPart, PolicyError, PolicySet, ValueVector, Verdict
 from guardrail.testing import FakeScorer
 from guardrail_litellm import _guards as guards
-from guardrail_litellm import acompletion, completion, verdict_of
+from guardrail_litellm import acompletion, completion, verdict_of, verdicts_of
 
 # litellm declares TypedDicts with ReadOnly items; pydantic warns once when it first builds their schema.
 # That is litellm's and pydantic's business, not ours: ignore exactly that warning, keep every other one an error.
@@ -139,7 +139,7 @@ def test_fifty_concurrent_guarded_streams_never_mix(guard: Guard) -> None:
         if n % 5 == 0:
             assert (text, stream.delivered, stream.verdict.decision) == (message, "", "block"), n
         else:
-            assert (text, stream.verdict.decision) == (answer, "allow"), n
+            assert (text, stream.verdict.decision) == (answer, "allow"), (n, stream.verdict.explain())
 
 
 @twins
@@ -275,19 +275,32 @@ EMPTY = {"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "
 
 
 @twins
-@pytest.mark.parametrize("answer", [TOOL_CALL, EMPTY, "   "], ids=["tool-call", "empty", "blank"])
-def test_answers_without_text_pass_unchecked(use_async: bool, answer: Any) -> None:
+@pytest.mark.parametrize("answer", [EMPTY, "   "], ids=["empty", "blank"])
+def test_empty_answers_pass_unchecked(use_async: bool, answer: Any) -> None:
     scorer = FakeScorer(fn=harm)
     response = call(use_async, guard=Guard(scorer=scorer), mock_response=answer)
-    assert scorer.calls == [] and verdict_of(response) is None
+    assert scorer.calls == [] and verdict_of(response) is None and verdicts_of(response) == ()
     assert "guardrail" not in response._hidden_params
 
 
 @twins
+def test_a_tool_call_alone_is_checked_as_its_name_and_arguments(use_async: bool, fake: Guard) -> None:
+    response = call(use_async, guard=fake, mock_response=TOOL_CALL)
+    assert fake.scorer.calls[-1] == [(PROMPT, 'lookup({"q": "hurt"})')]  # type: ignore[attr-defined]
+    [verdict] = verdicts_of(response)
+    assert verdict.part == OutputPart("tool_call", 0, 0, "lookup") and verdict.decision == "block"
+    choice = response.choices[0]
+    assert (choice.message.content, choice.message.tool_calls, choice.finish_reason) == (
+        fake.policy.action("block").message, None, "stop")  # fmt: skip
+
+
+@twins
 def test_a_blocked_answer_loses_its_tool_calls(use_async: bool, fake: Guard) -> None:
-    answer = {"choices": [{**TOOL_CALL["choices"][0], "message": {**TOOL_CALL["choices"][0]["message"],
-                                                                 "content": "I will hurt them."}}]}  # fmt: skip
+    benign_call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "rain"}'}}
+    answer = {"choices": [{**TOOL_CALL["choices"][0], "message": {
+        "role": "assistant", "content": "I will hurt them.", "tool_calls": [benign_call]}}]}  # fmt: skip
     response = call(use_async, guard=fake, mock_response=answer)
+    assert [v.decision for v in verdicts_of(response)] == ["block", "allow"]  # the content decides the choice
     choice = response.choices[0]
     assert (choice.message.content, choice.message.tool_calls, choice.finish_reason) == (
         fake.policy.action("block").message, None, "stop")  # fmt: skip
@@ -320,7 +333,11 @@ def test_prompt_is_the_last_user_message_text(fake: Guard) -> None:
         ({"policy": 3}, TypeError, "policy must be a policy name, a path or a Policy, got int"),
         ({"policies": {"a": "default"}}, TypeError, "policies must be a guardrail.PolicySet, got dict"),
         ({"policy": "strict", "policies": PolicySet({}, scorer=FakeScorer())}, ValueError, "got policy and policies"),
-        ({"n": 2}, ValueError, "n must be 1 for a guarded call"),
+        ({"n": "2"}, TypeError, "n must be a whole number of choices, got str '2'"),
+        ({"n": 2.0}, TypeError, "n must be a whole number of choices, got float 2.0"),
+        ({"n": True}, TypeError, "n must be a whole number of choices, got bool True"),
+        ({"n": 0}, ValueError, "n must be at least 1, got 0"),
+        ({"n": 2, "stream": True}, ValueError, "a guarded stream carries one choice; got n=2"),
         ({"metadata": "deployment"}, TypeError, "metadata must be a mapping, got str"),
         ({"messages": "hi"}, TypeError, "messages must be a list of chat messages, got str"),
     ],
@@ -342,7 +359,7 @@ def test_positional_model_and_messages_work_like_litellm(fake: Guard) -> None:
 def test_exports_are_pinned() -> None:
     assert guardrail_litellm.__all__ == [
         "AsyncGuardedCompletionStream", "GuardedCompletionStream", "ValueGuardrail",
-        "acompletion", "completion", "default_guard", "verdict_of",
+        "acompletion", "completion", "default_guard", "verdict_of", "verdicts_of",
     ]  # fmt: skip
 
 

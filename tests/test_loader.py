@@ -55,9 +55,7 @@ GOLDEN: dict[str, tuple[type[PolicyError], str]] = {
     "unknown_top_level_key": (
         PolicyValidationError,
         (
-            "invalid/unknown_top_level_key.yaml:3:1  rules  unknown key 'rules'; allowed: name, "
-            "version, description, extends, mode, thresholds, regions, actions, on_error, "
-            "error_action, timeout_ms, streaming, scorer, capture_content"
+            f"invalid/unknown_top_level_key.yaml:3:1  rules  unknown key 'rules'; allowed: {', '.join(Policy.model_fields)}"
         ),
     ),
     "missing_extends": (
@@ -261,10 +259,10 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path, "name: a\n")
 
-    def denied(self: Path, encoding: str) -> str:
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "read_text", denied)
+    monkeypatch.setattr(Path, "open", denied)
     with pytest.raises(PolicyNotFoundError, match=r"cannot read policy file .*: Permission denied"):
         load_policy(path)
 
@@ -293,10 +291,11 @@ def test_wrong_container_type(tmp_path: Path) -> None:
     ]
 
 
-def test_recursive_alias_terminates(tmp_path: Path) -> None:
+def test_recursive_alias_is_a_syntax_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "name: a\nloop: &x [*x]\n")
-    with pytest.raises(PolicyValidationError, match=r":2:1  loop  unknown key 'loop'"):
+    with pytest.raises(PolicySyntaxError) as info:
         load_policy(path)
+    assert str(info.value) == f"{path}:2:11  recursive alias *x: it is used inside its own anchor"
 
 
 def test_non_string_key_and_error_action(tmp_path: Path) -> None:
@@ -304,6 +303,7 @@ def test_non_string_key_and_error_action(tmp_path: Path) -> None:
     with pytest.raises(PolicyValidationError) as info:
         load_policy(path)
     assert [str(i).removeprefix(str(path)) for i in info.value.issues] == [
+        ":2:15  error_action  unknown action 'gone'; defined: allow, block, log",
         ":4:3  thresholds.1  Input should be a valid string (got 1)",
     ]
     path.write_text("name: a\nerror_action: gone\n", encoding="utf-8")
@@ -363,3 +363,76 @@ def test_thresholds_round_trip_through_yaml(tmp_path: Path, thresholds: dict[str
     path = tmp_path / "generated.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     assert load_policy(path) == Policy.model_validate(data)
+
+
+ROUNDS = """\
+name: rounds
+mode: loud
+thresholds:
+  kindness: {min: 0}
+  power: {min: high, action: nuke}
+  security: {min: 0, action: zap}
+regions:
+  odd:
+    kind: forbidden
+    box: {warmth: {max: 0}, power: {max: 2}}
+    action: nuke
+  both:
+    kind: forbidden
+    distance: {reference: {calm: 0.5}, max: 1, dimensions: [power, calmness]}
+    box: {power: {max: 0}}
+actions:
+  soften: {type: rewrite}
+  redo: {type: rewrite, strategy: reask, fallback: soften}
+error_action: nope
+"""
+
+
+def test_every_problem_of_a_file_in_one_run(tmp_path: Path) -> None:
+    # Schema errors, unknown dimensions, unknown actions and region shapes together, in file order,
+    # where they used to come in rounds (each kind only once the one before was fixed).
+    path = _write(tmp_path, ROUNDS)
+    with pytest.raises(PolicyValidationError) as info:
+        load_policy(path)
+    dimension = f"expected one of: {TEN}"
+    assert [str(i).removeprefix(str(path)) for i in info.value.issues] == [
+        ":2:7  mode  Input should be 'enforce' or 'shadow' (got 'loud')",
+        f":4:3  thresholds.kindness  unknown value dimension 'kindness'; {dimension}",
+        ":5:16  thresholds.power.min  Input should be a valid number, unable to parse string as a number (got 'high')",
+        ":5:30  thresholds.power.action  unknown action 'nuke'; defined: allow, block, log, redo, soften",
+        ":6:30  thresholds.security.action  unknown action 'zap'; defined: allow, block, log, redo, soften",
+        f":10:11  regions.odd.box.warmth  unknown value dimension 'warmth'; {dimension}",
+        ":10:42  regions.odd.box.power.max  Input should be less than or equal to 1 (got 2)",
+        ":11:13  regions.odd.action  unknown action 'nuke'; defined: allow, block, log, redo, soften",
+        ":12:3  regions.both  a region needs exactly one of box or distance",
+        f":14:28  regions.both.distance.reference.calm  unknown value dimension 'calm'; {dimension}",
+        f":14:68  regions.both.distance.dimensions.1  unknown value dimension 'calmness'; {dimension}",
+        ":17:3  actions.soften  a rewrite action needs a strategy (reask or redact)",
+        ":18:52  actions.redo.fallback  'soften' is a rewrite; a fallback must not be",
+        ":19:15  error_action  unknown action 'nope'; defined: allow, block, log, redo, soften",
+    ]
+
+
+def test_policy_built_in_python_names_every_unknown_action() -> None:
+    with pytest.raises(ValueError) as info:
+        Policy(name="p", thresholds={"power": {"max": 0, "action": "a"}, "security": {"min": 0, "action": "b"}})
+    assert [(e["loc"], e["msg"]) for e in info.value.errors()] == [  # type: ignore[attr-defined]
+        (("thresholds", "power", "action"), "Value error, unknown action 'a'; defined: allow, block, log"),
+        (("thresholds", "security", "action"), "Value error, unknown action 'b'; defined: allow, block, log"),
+    ]
+
+
+def test_policy_validate_prints_every_problem_once_each(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from guardrail._cli import app
+
+    rounds = _write(tmp_path, ROUNDS)
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("name: b\na: &a [x,x,x,x]\n" + "".join(f"{c}: &{c} [*{p},*{p},*{p},*{p}]\n"
+                                                         for p, c in zip("abcdefgh", "bcdefghi")))  # fmt: skip
+    result = CliRunner().invoke(app, ["policy", "validate", str(rounds), str(bomb)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 15 and all(line.startswith(str(rounds) + ":") for line in lines[:14])
+    assert lines[14].startswith(f"{bomb}:3:8  aliases expand this document to ")

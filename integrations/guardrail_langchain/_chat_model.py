@@ -2,35 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
-from langchain_core.messages import LC_AUTO_PREFIX, AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, ensure_config, patch_config
 from langchain_core.tools import BaseTool
 from pydantic import PrivateAttr, model_validator
 from typing_extensions import Self
 
-from guardrail import Guard, GuardrailViolation, PolicySet, Verdict
+from guardrail import Guard, GuardrailViolation, OutputPart, PolicySet, Verdict, deciding
 from guardrail._genai import CallSpans, ModelCall, call_spans
 from guardrail_langchain._common import (
     METADATA_KEY,
     GuardChoice,
-    answer_text,
     child_callbacks,
     guarded_message,
     last_prompt,
     model_call,
     quiet_callbacks,
     reask_messages,
-    reply_of,
     request_metadata,
+    result_reply,
     revised_text,
     stream_reply,
 )
+from guardrail_langchain._outputs import Outcome, acheck_parts, check_parts
+from guardrail_langchain._streamed import AsyncHeldAnswer, HeldAnswer
 
 # BaseChatModel hands _stream neither its run manager nor the call's config, so the public entry
 # points carry the config to _stream/_generate in this keyword; it never reaches the wrapped model.
@@ -41,11 +43,13 @@ class GuardedChatModel(BaseChatModel):
     """A chat model that checks the answers of ``model`` against a value policy.
 
     Use it wherever the wrapped model went: ``invoke``, ``batch``, ``stream``, their async twins, LCEL
-    chains and ``bind_tools`` work unchanged. A blocked answer comes back as an ``AIMessage`` whose
-    content is the policy's message; every checked answer carries its verdict
-    (``Verdict.to_dict()``) in ``response_metadata["guardrail"]``. Streams are held back and checked
-    window by window, as the policy's ``streaming`` block says. Answers without text (tool calls
-    only) pass unchecked.
+    chains and ``bind_tools`` work unchanged. Every part of every generation is checked: its text, its
+    reasoning (``reasoning`` content blocks, ``additional_kwargs["reasoning_content"]``) and each tool
+    call, as ``name({json arguments})``. A blocked answer comes back as an ``AIMessage`` whose content
+    is the policy's message, without its reasoning or tool calls; every checked answer carries its
+    verdicts in ``response_metadata["guardrail"]`` (see :data:`METADATA_KEY`). Streamed text is held
+    back and checked window by window, as the policy's ``streaming`` block says; reasoning and
+    tool-call chunks are held until the answer has ended and they passed.
 
     Attributes:
         model: The chat model whose answers are checked.
@@ -164,20 +168,22 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         config, metadata = self._inner_call(run_manager, kwargs)
-        guard = self._choice.pick(metadata)
+        guard, prompt = self._choice.pick(metadata), last_prompt(messages)
         with self._call_spans(guard, model_call(self.model, messages, stop, kwargs), metadata) as spans:
-            answer = _invoke(spans, self.model, messages, config, stop, kwargs)
-            text = answer_text(answer)
-            if text is None:
-                return _result(answer)
+            result = generate(spans, self.model, messages, config, stop, kwargs)
 
             def reask(previous: str, feedback: str) -> str:
                 again = reask_messages(messages, previous, feedback)
-                return revised_text(_invoke(spans, self.model, again, config, stop, kwargs))
+                return revised_text(generate(spans, self.model, again, config, stop, kwargs).generations[0].message)
 
-            verdict = guard.enforce(text, last_prompt(messages), metadata, reask=reask)
-            spans.record(verdict)
-        return _result(guarded_message(answer, self._raise_if_blocked(verdict)))
+            def enforce(text: str, part: OutputPart) -> Verdict:
+                return guard.enforce(text, prompt, metadata, reask=reask, part=part)
+
+            outcomes = [
+                check_parts(guard, g.message, n, prompt, metadata, enforce) for n, g in enumerate(result.generations)
+            ]
+            spans.record(_deciding(outcomes))
+        return self._guarded(result, outcomes)
 
     async def _agenerate(
         self,
@@ -187,20 +193,24 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         config, metadata = self._inner_call(run_manager, kwargs)
-        guard = self._choice.pick(metadata)
+        guard, prompt = self._choice.pick(metadata), last_prompt(messages)
         with self._call_spans(guard, model_call(self.model, messages, stop, kwargs), metadata) as spans:
-            answer = await _ainvoke(spans, self.model, messages, config, stop, kwargs)
-            text = answer_text(answer)
-            if text is None:
-                return _result(answer)
+            result = await agenerate(spans, self.model, messages, config, stop, kwargs)
 
             async def reask(previous: str, feedback: str) -> str:
                 again = reask_messages(messages, previous, feedback)
-                return revised_text(await _ainvoke(spans, self.model, again, config, stop, kwargs))
+                revised = await agenerate(spans, self.model, again, config, stop, kwargs)
+                return revised_text(revised.generations[0].message)
 
-            verdict = await guard.aenforce(text, last_prompt(messages), metadata, reask=reask)
-            spans.record(verdict)
-        return _result(guarded_message(answer, self._raise_if_blocked(verdict)))
+            async def enforce(text: str, part: OutputPart) -> Verdict:
+                return await guard.aenforce(text, prompt, metadata, reask=reask, part=part)
+
+            choices = enumerate(result.generations)
+            outcomes = await asyncio.gather(
+                *(acheck_parts(guard, g.message, n, prompt, metadata, enforce) for n, g in choices)
+            )
+            spans.record(_deciding(outcomes))
+        return self._guarded(result, outcomes)
 
     def _stream(
         self,
@@ -215,14 +225,13 @@ class GuardedChatModel(BaseChatModel):
         spans = self._call_spans(guard, call, metadata, streamed=True)
         with spans.model(call, end=False) as model:  # open while the answer streams
             raw = model.wrap(self.model.stream(messages, config, stop=stop, **kwargs), stream_reply)
-        upstream = (piece for chunk in raw for piece in _split(chunk))
-        stream = guard.stream(upstream, last_prompt(messages), metadata, text=_chunk_text, rebuild=_rebuild)
+        answer = HeldAnswer(guard, raw, last_prompt(messages), metadata)
         answer_id = None
-        for chunk in spans.iterate(stream):
+        for chunk in spans.iterate(answer):
             answer_id = chunk.id or answer_id
-            if not self._stopping(stream.verdict):
+            if not self._stopping(answer.verdict):
                 yield ChatGenerationChunk(message=chunk)
-        yield ChatGenerationChunk(message=self._last_chunk(stream.verdict, answer_id))
+        yield ChatGenerationChunk(message=self._last_chunk(answer.outcome, answer_id))
 
     async def _astream(
         self,
@@ -237,14 +246,13 @@ class GuardedChatModel(BaseChatModel):
         spans = self._call_spans(guard, call, metadata, streamed=True)
         with spans.model(call, end=False) as model:
             raw = model.awrap(self.model.astream(messages, config, stop=stop, **kwargs), stream_reply)
-        upstream = (piece async for chunk in raw for piece in _split(chunk))
-        stream = guard.astream(upstream, last_prompt(messages), metadata, text=_chunk_text, rebuild=_rebuild)
+        answer = AsyncHeldAnswer(guard, raw, last_prompt(messages), metadata)
         answer_id = None
-        async for chunk in await spans.aiterate(stream):
+        async for chunk in await spans.aiterate(answer):
             answer_id = chunk.id or answer_id
-            if not self._stopping(stream.verdict):
+            if not self._stopping(answer.verdict):
                 yield ChatGenerationChunk(message=chunk)
-        yield ChatGenerationChunk(message=self._last_chunk(stream.verdict, answer_id))
+        yield ChatGenerationChunk(message=self._last_chunk(answer.outcome, answer_id))
 
     # -- shared, I/O-free -------------------------------------------------------------------------------
 
@@ -270,73 +278,63 @@ class GuardedChatModel(BaseChatModel):
             raise GuardrailViolation(verdict)
         return verdict
 
+    def _guarded(self, result: ChatResult, outcomes: Sequence[Outcome | None]) -> ChatResult:
+        """Each generation as delivered, with its verdicts (a generation without any part is left as it is)."""
+        generations = []
+        for generation, outcome in zip(result.generations, outcomes, strict=True):
+            if outcome is not None:
+                self._raise_if_blocked(outcome.verdict)
+                message = guarded_message(generation.message, outcome)
+                generation = ChatGeneration(message=message, generation_info=generation.generation_info)
+            generations.append(generation)
+        return ChatResult(generations=generations, llm_output=result.llm_output)
+
     def _stopping(self, verdict: Verdict | None) -> bool:
         """True once a stream blocked and the caller wants an exception: the block message is not sent."""
         # The guarded stream ends right after its block message, closing the upstream; the exception is
         # raised after that, from _last_chunk.
         return self.raise_on_block and verdict is not None and verdict.final_decision == "block"
 
-    def _last_chunk(self, verdict: Verdict | None, answer_id: str | None) -> AIMessageChunk:
-        """The stream's closing chunk, with the verdict (``None``: nothing was checked, e.g. tool calls only)."""
-        metadata = {} if verdict is None else {METADATA_KEY: self._raise_if_blocked(verdict).to_dict()}
+    def _last_chunk(self, outcome: Outcome | None, answer_id: str | None) -> AIMessageChunk:
+        """The stream's closing chunk, with the verdicts (``None``: nothing was checked, e.g. an empty answer)."""
+        if outcome is not None:
+            self._raise_if_blocked(outcome.verdict)
+        metadata = {} if outcome is None else {METADATA_KEY: outcome.to_dict()}
         return AIMessageChunk(content="", id=answer_id, response_metadata=metadata, chunk_position="last")
 
 
-def _result(message: BaseMessage) -> ChatResult:
-    return ChatResult(generations=[ChatGeneration(message=message)])
+def _deciding(outcomes: Sequence[Outcome | None]) -> Verdict | None:
+    """The verdict that decides a call of one or more generations (``None``: nothing was checked)."""
+    verdicts = [o.verdict for o in outcomes if o is not None]
+    return deciding(verdicts) if verdicts else None
 
 
-def _invoke(
+def generate(
     spans: CallSpans, model: BaseChatModel, messages: list[BaseMessage], config: RunnableConfig,
     stop: list[str] | None, kwargs: dict[str, Any],
-) -> BaseMessage:  # fmt: skip
-    """``model.invoke`` inside a model-call span (the first call, or a re-ask under ``guardrail.reask``)."""
+) -> ChatResult:  # fmt: skip
+    """Every generation of one model call (``invoke`` keeps only the first), inside a model-call span
+    (the first call, or a re-ask under ``guardrail.reask``)."""
     with spans.model(model_call(model, messages, stop, kwargs)) as span:
-        answer = model.invoke(messages, config, stop=stop, **kwargs)
-        span.record(reply_of(answer))
-    return answer
+        result = model.generate([messages], stop=stop, **_generate_options(config), **kwargs)
+        generations = cast("list[ChatGeneration]", result.generations[0])
+        span.record(result_reply([g.message for g in generations]))
+    return ChatResult(generations=generations, llm_output=result.llm_output)
 
 
-async def _ainvoke(
+async def agenerate(
     spans: CallSpans, model: BaseChatModel, messages: list[BaseMessage], config: RunnableConfig,
     stop: list[str] | None, kwargs: dict[str, Any],
-) -> BaseMessage:  # fmt: skip
-    """Async twin of :func:`_invoke`."""
+) -> ChatResult:  # fmt: skip
+    """Async twin of :func:`generate`."""
     with spans.model(model_call(model, messages, stop, kwargs)) as span:
-        answer = await model.ainvoke(messages, config, stop=stop, **kwargs)
-        span.record(reply_of(answer))
-    return answer
+        result = await model.agenerate([messages], stop=stop, **_generate_options(config), **kwargs)
+        generations = cast("list[ChatGeneration]", result.generations[0])
+        span.record(result_reply([g.message for g in generations]))
+    return ChatResult(generations=generations, llm_output=result.llm_output)
 
 
-def _chunk_text(chunk: AIMessageChunk) -> str:
-    return str(chunk.text)
-
-
-def _rebuild(template: AIMessageChunk, text: str) -> AIMessageChunk:
-    return AIMessageChunk(content=text, id=template.id)
-
-
-def _split(chunk: BaseMessage) -> Iterable[AIMessageChunk]:
-    """An upstream chunk as its text and the rest (tool-call chunks, usage, finish reason, other blocks).
-
-    Held-back text is re-chunked as it is released, so a chunk that carried text and more would
-    repeat the rest; split, the rest goes out once, in its place after the text before it.
-    """
-    if not isinstance(chunk, AIMessageChunk):  # a model without streaming yields its whole AIMessage
-        chunk = AIMessageChunk(**chunk.model_dump(exclude={"type"}))
-    # Run ids ("lc_run-...") of the wrapped model's run give way to our run's, so that every chunk of
-    # the answer, and the answer as stored, carry one id; provider ids are kept.
-    own_id = None if chunk.id is None or chunk.id.startswith(LC_AUTO_PREFIX) else chunk.id
-    text = str(chunk.text)
-    if text:
-        yield AIMessageChunk(content=text, id=own_id)
-    content: str | list[str | dict[str, Any]] = (
-        "" if isinstance(chunk.content, str) else [b for b in chunk.content if not _is_text_block(b)]
-    )
-    rest = chunk.model_copy(update={"content": content, "id": own_id, "chunk_position": None})
-    if content or rest.tool_call_chunks or rest.additional_kwargs or rest.response_metadata or rest.usage_metadata:
-        yield rest
-
-
-def _is_text_block(block: str | dict[str, Any]) -> bool:
-    return isinstance(block, str) or block.get("type") == "text"
+def _generate_options(config: RunnableConfig) -> dict[str, Any]:
+    """The config as ``BaseChatModel.invoke`` hands it to ``generate`` (the inner config has no run name or id:
+    those are our run's)."""
+    return {"callbacks": config.get("callbacks"), "tags": config.get("tags"), "metadata": config.get("metadata")}

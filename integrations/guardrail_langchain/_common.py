@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -18,14 +19,16 @@ from langchain_core.messages import LC_AUTO_PREFIX, AIMessage, BaseMessage, Huma
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.tracers import _streaming
 
-from guardrail import Guard, Policy, PolicySet, Verdict
+from guardrail import Guard, Policy, PolicySet
 from guardrail._genai import ModelCall, ModelReply
+from guardrail_langchain._outputs import Outcome
 
 PolicySource = str | os.PathLike[str] | Policy
 """A shipped policy name, a YAML path or a :class:`~guardrail.Policy`."""
 
 METADATA_KEY = "guardrail"
-"""Where a checked answer's verdict (``Verdict.to_dict()``) goes in ``AIMessage.response_metadata``."""
+"""Where a checked answer's verdict goes in ``AIMessage.response_metadata``: the deciding part's
+``Verdict.to_dict()``, with every checked part's under ``"parts"``."""
 
 # LangChain's own per-call tracing parameters (ls_provider, ls_model_name...) describe the model
 # call, not the request: they stay out of the verdict's metadata and its span attributes.
@@ -108,13 +111,14 @@ def revised_text(message: BaseMessage) -> str:
     return text
 
 
-def guarded_message(message: BaseMessage, verdict: Verdict) -> AIMessage:
-    """The answer to deliver: the original with its verdict, or the verdict's output when it was altered."""
-    metadata = {**message.response_metadata, METADATA_KEY: verdict.to_dict()}
+def guarded_message(message: BaseMessage, outcome: Outcome) -> AIMessage:
+    """The answer to deliver: the original with its verdicts, or the deciding verdict's output when altered."""
+    verdict = outcome.verdict
+    metadata = {**message.response_metadata, METADATA_KEY: outcome.to_dict()}
     if isinstance(message, AIMessage) and not verdict.altered:
         return message.model_copy(update={"response_metadata": metadata})
-    # A blocked or rewritten answer keeps none of the original's tool calls: they belonged to the answer
-    # that was stopped.
+    # An altered answer delivers none of the original's parts (reasoning, tool calls, other blocks):
+    # they belonged to the answer that was stopped.
     usage = message.usage_metadata if isinstance(message, AIMessage) else None
     return AIMessage(
         content=verdict.output or "", id=message.id, name=message.name, response_metadata=metadata,
@@ -203,6 +207,13 @@ def reply_of(message: BaseMessage | None) -> ModelReply:
         output_tokens=usage["output_tokens"] if usage else None,
         text=str(message.text),
     )
+
+
+def result_reply(messages: Sequence[BaseMessage]) -> ModelReply:
+    """What an answer of several generations says: the first one's metadata, every one's finish reason."""
+    reply = reply_of(messages[0] if messages else None)
+    finishes = [reason for m in messages for reason in reply_of(m).finish_reasons]
+    return replace(reply, finish_reasons=finishes)
 
 
 def stream_reply(chunks: Sequence[BaseMessage]) -> ModelReply:

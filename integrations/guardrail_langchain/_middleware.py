@@ -6,21 +6,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+from langchain.agents.middleware import AgentMiddleware, ExtendedModelResponse, ModelRequest, ModelResponse
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.runnables import ensure_config
+from langgraph.types import Command
 from pydantic import PrivateAttr
 
-from guardrail import Guard, PolicySet, Verdict
+from guardrail import Guard, OutputPart, PolicySet, Verdict
 from guardrail._genai import CallSpans, ModelCall, call_spans
-from guardrail_langchain._chat_model import GuardedChatModel, _ainvoke, _invoke, _result
+from guardrail_langchain._chat_model import GuardedChatModel, agenerate, generate
 from guardrail_langchain._common import (
     GuardChoice,
     PolicySource,
-    answer_text,
     guarded_message,
     is_checked,
     last_prompt,
@@ -30,6 +30,7 @@ from guardrail_langchain._common import (
     request_metadata,
     revised_text,
 )
+from guardrail_langchain._outputs import Outcome, acheck_parts, check_parts
 
 Handler = Callable[[ModelRequest], ModelResponse]
 AsyncHandler = Callable[[ModelRequest], Awaitable[ModelResponse]]
@@ -40,13 +41,15 @@ class ValueGuardrailMiddleware(AgentMiddleware):
 
     A blocked answer is replaced by the policy's message; a ``reask`` rewrite asks the model again
     through the agent (the request's messages, the rejected answer and the feedback), so other
-    middleware sees the re-ask too. Answers without text (tool calls only) pass unchecked. Every
-    checked answer carries its verdict in ``response_metadata["guardrail"]``.
+    middleware sees the re-ask too. Every part of an answer is checked: its text, its reasoning and
+    each tool call (as ``name({json arguments})``); a blocked answer keeps none of them, so a blocked
+    tool call is never executed. Every checked answer carries its verdicts in
+    ``response_metadata["guardrail"]``.
 
     When the agent streams (``agent.stream(..., stream_mode="messages")``), the model's tokens are
     held back and released window by window as they pass, as the policy's ``streaming`` block says,
-    so a blocked answer's text never reaches the stream; a streamed rewrite decision applies its
-    fallback.
+    so a blocked answer's text never reaches the stream; reasoning and tool-call chunks are held until
+    the answer has ended and they passed. A streamed rewrite decision applies its fallback.
 
     Args:
         guard: The guard to use; default: a ``Guard`` built from ``policy``.
@@ -66,8 +69,8 @@ class ValueGuardrailMiddleware(AgentMiddleware):
         super().__init__()
         self._choice = GuardChoice(guard, policy, policies)
 
-    def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse:
-        """Call the model, then check its answer and carry out the decision."""
+    def wrap_model_call(self, request: ModelRequest, handler: Handler) -> ModelResponse | ExtendedModelResponse:
+        """Call the model, then check every part of its answer and carry out the decision."""
         guard, metadata = self._pick()
         if isinstance(request.model, GuardedChatModel):
             return handler(request)  # it checks (and traces) its own answers, streams included
@@ -77,16 +80,24 @@ class ValueGuardrailMiddleware(AgentMiddleware):
             found = _answer(response)
             if found is None:
                 return response
-            index, message, text = found
+            index, message = found
+            prompt = last_prompt(request.messages)
 
             def reask(previous: str, feedback: str) -> str:
                 return revised_text(_last_ai(_call(spans, _reasked(request, previous, feedback), handler)))
 
-            verdict = guard.enforce(text, last_prompt(request.messages), metadata, reask=reask)
-            spans.record(verdict)
-        return _with(response, index, message, verdict)
+            def enforce(text: str, part: OutputPart) -> Verdict:
+                return guard.enforce(text, prompt, metadata, reask=reask, part=part)
 
-    async def awrap_model_call(self, request: ModelRequest, handler: AsyncHandler) -> ModelResponse:
+            outcome = check_parts(guard, message, 0, prompt, metadata, enforce)
+            if outcome is None:
+                return response
+            spans.record(outcome.verdict)
+        return _with(request, response, index, message, outcome)
+
+    async def awrap_model_call(
+        self, request: ModelRequest, handler: AsyncHandler
+    ) -> ModelResponse | ExtendedModelResponse:
         """Async twin of :meth:`wrap_model_call`."""
         guard, metadata = self._pick()
         if isinstance(request.model, GuardedChatModel):
@@ -97,14 +108,20 @@ class ValueGuardrailMiddleware(AgentMiddleware):
             found = _answer(response)
             if found is None:
                 return response
-            index, message, text = found
+            index, message = found
+            prompt = last_prompt(request.messages)
 
             async def reask(previous: str, feedback: str) -> str:
                 return revised_text(_last_ai(await _acall(spans, _reasked(request, previous, feedback), handler)))
 
-            verdict = await guard.aenforce(text, last_prompt(request.messages), metadata, reask=reask)
-            spans.record(verdict)
-        return _with(response, index, message, verdict)
+            async def enforce(text: str, part: OutputPart) -> Verdict:
+                return await guard.aenforce(text, prompt, metadata, reask=reask, part=part)
+
+            outcome = await acheck_parts(guard, message, 0, prompt, metadata, enforce)
+            if outcome is None:
+                return response
+            spans.record(outcome.verdict)
+        return _with(request, response, index, message, outcome)
 
     def _pick(self) -> tuple[Guard, dict[str, Any]]:
         # The agent runs the model node inside the run's config: its metadata names the deployment.
@@ -135,7 +152,7 @@ class _HeldBackModel(GuardedChatModel):
     ) -> ChatResult:
         config, metadata = self._inner_call(run_manager, kwargs)
         spans = self._call_spans(self._choice.pick(metadata), model_call(self.model, messages, stop, kwargs), metadata)
-        return _result(_invoke(spans, self.model, messages, config, stop, kwargs))
+        return generate(spans, self.model, messages, config, stop, kwargs)
 
     async def _agenerate(
         self,
@@ -146,7 +163,7 @@ class _HeldBackModel(GuardedChatModel):
     ) -> ChatResult:
         config, metadata = self._inner_call(run_manager, kwargs)
         spans = self._call_spans(self._choice.pick(metadata), model_call(self.model, messages, stop, kwargs), metadata)
-        return _result(await _ainvoke(spans, self.model, messages, config, stop, kwargs))
+        return await agenerate(spans, self.model, messages, config, stop, kwargs)
 
 
 def _call_spans(request: ModelRequest, guard: Guard, metadata: dict[str, Any]) -> CallSpans:
@@ -193,14 +210,13 @@ def _reasked(request: ModelRequest, previous: str, feedback: str) -> ModelReques
     return request.override(messages=reask_messages(request.messages, previous, feedback))
 
 
-def _answer(response: ModelResponse) -> tuple[int, AIMessage, str] | None:
-    """Index, message and text of the answer to check; ``None`` when there is nothing to check."""
+def _answer(response: ModelResponse) -> tuple[int, AIMessage] | None:
+    """Index and message of the answer to check; ``None`` when it was checked already."""
     for index in range(len(response.result) - 1, -1, -1):
         message = response.result[index]
         if isinstance(message, AIMessage):
-            text = answer_text(message)
             # A streamed answer was checked window by window on its way out and carries its verdict.
-            return None if text is None or is_checked(message) else (index, message, text)
+            return None if is_checked(message) else (index, message)
     return None
 
 
@@ -215,8 +231,21 @@ def _last_ai_or_none(response: ModelResponse) -> AIMessage | None:
     return next((m for m in reversed(response.result) if isinstance(m, AIMessage)), None)
 
 
-def _with(response: ModelResponse, index: int, message: AIMessage, verdict: Verdict) -> ModelResponse:
-    """The response with the answer as delivered; an altered answer's structured output is dropped with it."""
-    result = [*response.result[:index], guarded_message(message, verdict), *response.result[index + 1 :]]
-    structured = None if verdict.altered else response.structured_response
-    return replace(response, result=result, structured_response=structured)
+def _with(
+    request: ModelRequest, response: ModelResponse, index: int, message: AIMessage, outcome: Outcome
+) -> ModelResponse | ExtendedModelResponse:
+    """The response with the answer as delivered.
+
+    An altered answer takes its tool calls with it: the replies the agent made up for them (a
+    structured-output tool's) and the structured output are dropped too. An agent that waits for a
+    structured answer would ask the model again and again; the run ends with the policy's message.
+    """
+    delivered = guarded_message(message, outcome)
+    if not outcome.verdict.altered:
+        return replace(response, result=[*response.result[:index], delivered, *response.result[index + 1 :]])
+    called = {call["id"] for call in message.tool_calls}
+    rest = [m for m in response.result[index + 1 :] if not (isinstance(m, ToolMessage) and m.tool_call_id in called)]
+    stopped = replace(response, result=[*response.result[:index], delivered, *rest], structured_response=None)
+    if request.response_format is None:
+        return stopped
+    return ExtendedModelResponse(model_response=stopped, command=Command(update={"jump_to": "end"}))

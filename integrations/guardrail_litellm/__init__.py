@@ -6,6 +6,7 @@ Install with ``pip install "value-guardrail[litellm]"``. In code, change one imp
 
     response = completion(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
     verdict_of(response).decision                           # 'allow' | 'log' | 'block' | 'rewrite'
+    verdicts_of(response)                                   # one per checked part: content, reasoning, tool calls
 
 In the proxy's ``config.yaml``, add a guardrail with ``guardrail: guardrail_litellm.ValueGuardrail``
 and ``mode: post_call`` (see ``proxy_config.yaml`` next to this file).
@@ -22,7 +23,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from guardrail_litellm._guards import default_guard
-from guardrail_litellm._mapping import verdict_of
+from guardrail_litellm._mapping import verdict_of, verdicts_of
 from guardrail_litellm._proxy import ValueGuardrail
 from guardrail_litellm._sdk import (
     AsyncGuardedCompletionStream,
@@ -39,4 +40,5 @@ __all__ = [
     "completion",
     "default_guard",
     "verdict_of",
+    "verdicts_of",
 ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail import GuardrailViolation, Verdict
+from guardrail import GuardrailViolation, Verdict, deciding
 
 HIDDEN_KEY = "guardrail"
-"""Key of the verdict's JSON form in ``response._hidden_params``."""
-_VERDICT_ATTR = "_guardrail_verdict"
+"""Key of the deciding verdict's JSON form in ``response._hidden_params``."""
+PARTS_KEY = "guardrail_parts"
+"""Key of every part's verdict (JSON, in order) in ``response._hidden_params``."""
+_VERDICTS_ATTR = "_guardrail_verdicts"
 
 
 def text_of_content(content: object) -> str | None:
@@ -17,15 +19,20 @@ def text_of_content(content: object) -> str | None:
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence):
-        parts = [p.get("text") for p in content if isinstance(p, Mapping) and p.get("type") == "text"]
+        parts = [p.get("text") for p in content if isinstance(p, Mapping) and p.get("type") in ("text", "input_text")]
         texts = [p for p in parts if isinstance(p, str)]
         return "\n".join(texts) if texts else None
     return None
 
 
 def prompt_of(messages: object) -> str | None:
-    """The last user message's text (the prompt the guard reads with the answer), ``None`` when there is none."""
-    if not isinstance(messages, Sequence) or isinstance(messages, str):
+    """The last user message's text (the prompt the guard reads with the answer), ``None`` when there is none.
+
+    ``messages`` is a chat or Anthropic message list, or a Responses API ``input`` (a text or a list of items).
+    """
+    if isinstance(messages, str):
+        return messages  # a Responses API input given as one text
+    if not isinstance(messages, Sequence):
         return None
     for message in reversed(messages):
         if isinstance(message, Mapping):
@@ -52,66 +59,83 @@ def blocked(verdict: Verdict | None) -> bool:
     return verdict is not None and verdict.final_decision == "block"
 
 
-def deliver(response: Any, verdict: Verdict, *, raise_on_block: bool = False) -> Any:
-    """Put the verdict's output into ``choices[0]`` and attach the verdict; raise when asked to on a block.
+def requested_choices(n: object, *, streamed: bool) -> int:
+    """How many choices a call asks for: ``n`` checked, so no choice can slip past the guard.
 
-    A blocked answer also loses its tool calls: they came with text the policy refused.
+    Raises:
+        TypeError: ``n`` is not a whole number (``2.0`` and ``"2"`` included).
+        ValueError: ``n`` is below 1, or above 1 for a stream (a guarded stream carries one choice).
     """
+    if n is None:
+        return 1
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"n must be a whole number of choices, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if streamed and n > 1:
+        raise ValueError(f"a guarded stream carries one choice; got n={n} (stream=False checks each of several)")
+    return n
+
+
+def attach(response: Any, verdicts: Sequence[Verdict], *, raise_on_block: bool = False) -> Verdict | None:
+    """Record the verdicts on a response; return the deciding one (``None`` when nothing was checked).
+
+    JSON goes in ``_hidden_params`` (the deciding verdict and every part's), the objects where
+    :func:`verdict_of` and :func:`verdicts_of` find them.
+
+    Raises:
+        GuardrailViolation: ``raise_on_block`` and some choice is finally blocked.
+    """
+    if not verdicts:
+        return None
+    verdict = deciding(verdicts)
     if raise_on_block and blocked(verdict):
         raise GuardrailViolation(verdict)
-    choice = response.choices[0]
-    if verdict.output is not None:
-        choice.message.content = verdict.output
-    if blocked(verdict):
-        choice.message.tool_calls = None
-        choice.message.function_call = None
-        if choice.finish_reason in ("tool_calls", "function_call"):
-            choice.finish_reason = "stop"
-    attach(response, verdict)
-    return response
-
-
-def attach(response: Any, verdict: Verdict) -> None:
-    """Record the verdict on a response: JSON in ``_hidden_params``, the object for :func:`verdict_of`."""
-    hidden = getattr(response, "_hidden_params", None)
+    hidden = response.get("_hidden_params") if isinstance(response, dict) else getattr(response, "_hidden_params", None)
     if isinstance(hidden, dict):
         hidden[HIDDEN_KEY] = verdict.to_dict()
-    # object.__setattr__: a plain attribute, outside the pydantic fields, so it never reaches model_dump().
-    object.__setattr__(response, _VERDICT_ATTR, verdict)
+        hidden[PARTS_KEY] = [v.to_dict() for v in verdicts]
+    if not isinstance(response, dict):
+        # object.__setattr__: a plain attribute, outside the pydantic fields, so it never reaches model_dump().
+        object.__setattr__(response, _VERDICTS_ATTR, tuple(verdicts))
+    return verdict
+
+
+def verdicts_of(obj: object) -> tuple[Verdict, ...]:
+    """Every part's verdict of a guarded response or stream, in order (each names its ``part``); ``()`` when none.
+
+    A response has one verdict per checked part: each choice's content, its reasoning and each of
+    its tool calls. A stream has them once it has ended.
+    """
+    found = getattr(obj, _VERDICTS_ATTR, None)
+    if found is None:
+        found = getattr(obj, "verdicts", None)  # guarded streams
+    return tuple(v for v in found if isinstance(v, Verdict)) if isinstance(found, (tuple, list)) else ()
 
 
 def verdict_of(obj: object) -> Verdict | None:
-    """The :class:`~guardrail.Verdict` of a guarded response or stream, ``None`` when nothing was checked.
+    """The verdict that decides a guarded response or stream, ``None`` when nothing was checked.
 
-    ``None`` for answers with no text (tool calls only), for responses the guard never saw, and for a
-    stream that has not ended yet. The JSON form is also in ``response._hidden_params["guardrail"]``.
+    Of every part's verdict (:func:`verdicts_of`), the one whose final decision alters most: a block
+    when any choice is blocked. ``None`` for empty answers, for responses the guard never saw, and
+    for a stream that has not ended yet. The JSON form is also in ``response._hidden_params["guardrail"]``.
 
     Example:
         >>> response = completion(model="gpt-4o-mini", messages=messages)  # doctest: +SKIP
         >>> verdict_of(response).decision  # doctest: +SKIP
         'allow'
     """
-    found = getattr(obj, _VERDICT_ATTR, None)
-    if isinstance(found, Verdict):
-        return found
-    found = getattr(obj, "verdict", None)  # guarded streams
-    return found if isinstance(found, Verdict) else None
+    found = verdicts_of(obj)
+    return deciding(found) if found else None
 
 
 def chunk_text(chunk: object) -> str | None:
-    """The text a streamed chunk carries (``choices[0].delta.content``); ``None`` for role, tool, finish, usage."""
+    """The content a streamed chunk carries (``choices[0].delta.content``); ``None`` for other deltas."""
     choices = getattr(chunk, "choices", None)
     if not choices:
         return None
     content = getattr(getattr(choices[0], "delta", None), "content", None)
     return content if isinstance(content, str) else None
-
-
-def rebuild_chunk(template: Any, text: str) -> Any:
-    """A copy of ``template`` whose ``choices[0].delta.content`` is ``text`` (released or policy text)."""
-    chunk = template.model_copy(deep=True)
-    chunk.choices[0].delta.content = text
-    return chunk
 
 
 def reask_messages(messages: Sequence[Any], previous: str, feedback: str) -> list[Any]:

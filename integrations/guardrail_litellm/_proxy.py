@@ -13,8 +13,13 @@ keyword argument (together with litellm's own defaults, which land in ``**kwargs
           policy: default            # or policy_set: /path/to/policies.yaml
           on_block: message          # or error: HTTP 400 instead of the policy message
 
-Non-streamed answers go through ``async_post_call_success_hook``; streamed ones only through
-``async_post_call_streaming_iterator_hook``, which holds text back until it passed.
+Every answer route the proxy serves is guarded: chat completions (``/v1/chat/completions``), the
+Responses API (``/v1/responses``) and Anthropic messages (``/v1/messages``), streamed and not; every
+part of an answer is checked (each choice's content, reasoning and tool calls, see
+:mod:`guardrail_litellm._parts`). Non-streamed answers go through ``async_post_call_success_hook``;
+streamed ones only through ``async_post_call_streaming_iterator_hook``: a chat stream releases each
+part as it passes, a Responses API or Anthropic stream is held whole until checked. Re-asking (a
+``reask`` rewrite) is done on the chat route; on the others a reask rewrite applies its fallback.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -31,22 +36,26 @@ from fastapi import HTTPException
 from litellm import ModelResponse
 from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.types.guardrails import GuardrailEventHooks
+from litellm.types.llms.openai import ResponsesAPIResponse
 from litellm.types.utils import ModelResponseStream
 
 from guardrail import AsyncReask, Guard, PolicyError, PolicySet, Scorer, Verdict
-from guardrail._genai import CallSpans, call_spans
+from guardrail._genai import CallSpans, ModelReply, call_spans
+from guardrail_litellm._events import AnthropicEvents, ResponsesEvents, is_responses_event
 from guardrail_litellm._guards import PolicySource, shared_scorer
-from guardrail_litellm._mapping import (
-    answer_of,
-    blocked,
-    chunk_text,
-    deliver,
-    prompt_of,
-    reask_messages,
-    reask_text,
-    rebuild_chunk,
+from guardrail_litellm._mapping import attach, blocked, prompt_of, reask_messages, reask_text, requested_choices
+from guardrail_litellm._parts import (
+    Piece,
+    acheck_pieces,
+    anthropic_pieces,
+    chat_pieces,
+    deliver_anthropic,
+    deliver_chat,
+    deliver_responses,
+    responses_pieces,
 )
 from guardrail_litellm._spans import model_call, reply_of, stream_reply
+from guardrail_litellm._streams import AsyncChatStream
 
 logger = logging.getLogger(__name__)
 
@@ -114,43 +123,61 @@ class ValueGuardrail(CustomGuardrail):
     # -- proxy hooks ----------------------------------------------------------------------
 
     async def async_post_call_success_hook(self, data: dict, user_api_key_dict: Any, response: Any) -> Any:
-        """Check a non-streamed chat answer; replace its content with what the policy lets through."""
-        if not isinstance(response, ModelResponse):
-            return None  # embeddings, images...: no chat answer to judge
-        self._require_one_choice(data)
-        text = answer_of(response)
-        if text is None:
-            return None  # tool calls only: nothing to judge
+        """Check a non-streamed answer (chat, Responses API, Anthropic); deliver what the policy lets through."""
+        shape = _shape_of(response)
+        if shape is None:
+            return None  # embeddings, images...: no answer to judge
+        read, deliver = _SHAPES[shape]
+        if shape == "chat":
+            self._require_choices(data, streamed=False)
+        pieces = read(response)
+        if not pieces:
+            return None  # an empty answer: nothing to judge
         guard, metadata = self._guard_for(data)
         start = time.time()
         with self._spans(guard, data, metadata, response) as spans:
             # The proxy made the model call before this hook: its span is recorded now, from the answer.
             with spans.model(start_time=_started(data)) as model:
-                model.record(reply_of(response))
-            prompt = prompt_of(data.get("messages"))
-            verdict = await guard.aenforce(text, prompt, metadata, reask=self._reask(data, spans))
+                model.record(reply_of(response) if shape == "chat" else ModelReply())
+            reask = self._reask(data, spans) if shape == "chat" else None
+            verdicts = await acheck_pieces(guard, pieces, _prompt(data), metadata, reask)
+            verdict = attach(response, verdicts)
             spans.record(verdict)
+        assert verdict is not None  # pieces were checked
         self._record(data, verdict, start)
         if blocked(verdict) and self.on_block == "error":
             raise _rejection(verdict)
-        deliver(response, verdict)
-        headers = response._hidden_params.setdefault("additional_headers", {})
+        deliver(response, verdicts)
+        hidden = response.setdefault("_hidden_params", {}) if isinstance(response, dict) else response._hidden_params
+        headers = hidden.setdefault("additional_headers", {}) if isinstance(hidden, dict) else None
         if isinstance(headers, dict):
             headers[DECISION_HEADER] = verdict.final_decision
         return response
 
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: Any, request_data: dict
-    ) -> AsyncGenerator[ModelResponseStream, None]:
-        """Guard a streamed chat answer: text goes out only as the policy's ``streaming`` block allows."""
-        self._require_one_choice(request_data)
+    ) -> AsyncGenerator[Any, None]:
+        """Guard a streamed answer: nothing goes out before it passed (see the module docs for each route)."""
+        source = response.__aiter__()
+        try:
+            first = await source.__anext__()
+        except StopAsyncIteration:
+            return
+        if isinstance(first, ModelResponseStream):
+            self._require_choices(request_data, streamed=True)
         guard, metadata = self._guard_for(request_data)
         start = time.time()
         spans = self._spans(guard, request_data, metadata, response, streamed=True)
         with spans.model(end=False, start_time=_started(request_data)) as model:  # open while the answer streams
-            upstream = model.awrap(response, stream_reply)
-        stream = guard.astream(upstream, prompt_of(request_data.get("messages")), metadata,
-                               text=chunk_text, rebuild=rebuild_chunk)  # fmt: skip
+            upstream = model.awrap(_prepend(first, source, response), stream_reply)
+        prompt = _prompt(request_data)
+        stream: AsyncChatStream | ResponsesEvents | AnthropicEvents
+        if isinstance(first, ModelResponseStream):
+            stream = AsyncChatStream(guard, upstream, prompt, metadata)
+        elif is_responses_event(first):
+            stream = ResponsesEvents(guard, upstream, prompt, metadata)
+        else:  # Anthropic's server-sent events, as bytes
+            stream = AnthropicEvents(guard, upstream, prompt, metadata)
         chunks = await spans.aiterate(stream)
         try:
             async for chunk in chunks:
@@ -158,12 +185,7 @@ class ValueGuardrail(CustomGuardrail):
                     raise _rejection(stream.verdict)  # type: ignore[arg-type]  # blocked() checked it
                 yield chunk
         finally:
-            left_early = stream.verdict is None
-            await chunks.aclose()  # ends the trace (and closes the guarded stream, if still open)
-            if left_early:  # the client left early: stop the model call too
-                close = getattr(response, "aclose", None)
-                if close is not None:
-                    await close()
+            await chunks.aclose()  # ends the trace and closes the guarded stream, which closes the model call
         if stream.verdict is not None:
             self._record(request_data, stream.verdict, start)
 
@@ -191,11 +213,11 @@ class ValueGuardrail(CustomGuardrail):
             raise HTTPException(status_code=400, detail={"error": f"value guardrail: {exc}"}) from exc
 
     @staticmethod
-    def _require_one_choice(data: Mapping[str, Any]) -> None:
-        n = data.get("n") or 1
-        if isinstance(n, int) and n > 1:
-            # Only choices[0] would be judged: refuse rather than pass the others unchecked.
-            raise HTTPException(status_code=400, detail={"error": f"value guardrail checks one answer; got n={n}"})
+    def _require_choices(data: Mapping[str, Any], *, streamed: bool) -> None:
+        try:
+            requested_choices(data.get("n"), streamed=streamed)
+        except (TypeError, ValueError) as exc:
+            raise HTTPException(status_code=400, detail={"error": f"value guardrail: {exc}"}) from exc
 
     @staticmethod
     def _spans(
@@ -238,6 +260,42 @@ class ValueGuardrail(CustomGuardrail):
             )  # fmt: skip
         except Exception:  # logging is a sink: a failure there must not change the answer's fate
             logger.warning("could not record the value guardrail verdict in litellm's logs", exc_info=True)
+
+
+_SHAPES: Mapping[str, tuple[Callable[[Any], list[Piece]], Callable[[Any, Sequence[Verdict]], None]]] = {
+    "chat": (chat_pieces, deliver_chat),
+    "responses": (responses_pieces, deliver_responses),
+    "anthropic": (anthropic_pieces, deliver_anthropic),
+}
+"""How each answer shape is read into pieces and how the outcome is put back."""
+
+
+def _shape_of(response: object) -> str | None:
+    """Which answer shape a route returned: ``chat``, ``responses``, ``anthropic``, or ``None`` (not an answer)."""
+    if isinstance(response, ModelResponse):
+        return "chat"
+    if isinstance(response, ResponsesAPIResponse):
+        return "responses"
+    if isinstance(response, Mapping) and response.get("type") == "message":
+        return "anthropic"
+    return None
+
+
+def _prompt(data: Mapping[str, Any]) -> str | None:
+    """The prompt of a request: its messages' last user text, or a Responses API request's ``input``."""
+    return prompt_of(data["messages"] if data.get("messages") is not None else data.get("input"))
+
+
+async def _prepend(first: Any, rest: AsyncIterator[Any], upstream: Any) -> AsyncIterator[Any]:
+    """The stream again with its first item, already read, in front; closing it closes ``upstream``."""
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        close = getattr(upstream, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _started(data: Mapping[str, Any]) -> int | None:

@@ -11,20 +11,13 @@ import litellm
 from litellm import CustomStreamWrapper, ModelResponse
 from litellm.types.utils import ModelResponseStream
 
-from guardrail import AsyncGuardedStream, Guard, GuardedStream, GuardrailViolation, PolicySet, Verdict
+from guardrail import Guard, GuardrailViolation, PolicySet, Verdict
 from guardrail._genai import CallSpans, ModelCall, call_spans
 from guardrail_litellm._guards import PolicySource, is_ready, resolve
-from guardrail_litellm._mapping import (
-    answer_of,
-    blocked,
-    chunk_text,
-    deliver,
-    prompt_of,
-    reask_messages,
-    reask_text,
-    rebuild_chunk,
-)
+from guardrail_litellm._mapping import attach, blocked, prompt_of, reask_messages, reask_text, requested_choices
+from guardrail_litellm._parts import acheck_pieces, chat_pieces, check_pieces, deliver_chat
 from guardrail_litellm._spans import model_call, reply_of, stream_reply
+from guardrail_litellm._streams import AsyncChatStream, ChatStream
 
 
 @dataclass(frozen=True)
@@ -41,8 +34,8 @@ class _Call:
         return bool(self.kwargs.get("stream"))
 
     def reask_kwargs(self, previous: str, feedback: str) -> dict[str, Any]:
-        """The same call again with the refused answer and the feedback appended, not streamed."""
-        kwargs = {k: v for k, v in self.kwargs.items() if k != "stream_options"}
+        """The same call again with the refused answer and the feedback appended, not streamed, one choice."""
+        kwargs = {k: v for k, v in self.kwargs.items() if k not in ("stream_options", "n")}
         return {**kwargs, "messages": reask_messages(self.kwargs["messages"], previous, feedback), "stream": False}
 
     def spans(self) -> CallSpans:
@@ -62,9 +55,7 @@ def _by_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     kwargs = {**named, **kwargs}
     if not isinstance(kwargs.get("messages"), list):
         raise TypeError(f"messages must be a list of chat messages, got {type(kwargs.get('messages')).__name__}")
-    if (kwargs.get("n") or 1) > 1:
-        # Each choice would need its own verdict; failing here costs nothing, an unchecked choice would leak.
-        raise ValueError(f"n must be 1 for a guarded call (one answer, one verdict); got n={kwargs['n']}")
+    requested_choices(kwargs.get("n"), streamed=bool(kwargs.get("stream")))
     return kwargs
 
 
@@ -98,13 +89,19 @@ def completion(
     Takes litellm's arguments unchanged, plus at most one of ``guard`` (a :class:`~guardrail.Guard`),
     ``policy`` (a shipped policy name, a YAML path or a :class:`~guardrail.Policy`) and ``policies``
     (a :class:`~guardrail.PolicySet`, which picks the guard from ``metadata``); with none, a
-    process-default ``Guard()`` is built on first use. ``choices[0].message.content`` holds what the
-    policy lets through (the answer, its rewrite, or the policy message); :func:`verdict_of` gives the
-    verdict. Answers without text (tool calls only) pass unchecked.
+    process-default ``Guard()`` is built on first use.
+
+    Every part of every choice is checked, each with its own verdict: the content, the
+    ``reasoning_content`` and each tool call (as ``name(arguments)``). Each ``choices[n]`` holds what
+    the policy lets through: the answer, its rewrite, or, when any of its parts is blocked, the policy
+    message alone (no reasoning, no tool calls). :func:`verdict_of` gives the deciding verdict,
+    :func:`verdicts_of` every part's. A reask rewrite asks the model again for that choice's content
+    alone; reasoning and tool calls cannot be rewritten, so their rewrite's fallback applies. Empty
+    answers pass unchecked. ``n`` must be a whole number (1 for a stream).
 
     Args:
         raise_on_block: Raise :class:`~guardrail.GuardrailViolation` instead of returning the policy
-            message when the answer is finally blocked.
+            message when a choice is finally blocked.
 
     Returns:
         A ``ModelResponse``, or with ``stream=True`` a :class:`GuardedCompletionStream`.
@@ -121,22 +118,22 @@ def completion(
     if call.streaming:
         with spans.model(end=False) as model:  # the model span stays open while the answer streams
             response = litellm.completion(**call.kwargs)
-        upstream = model.wrap(response, stream_reply)
-        guarded = call.guard.stream(upstream, call.prompt, call.metadata, text=chunk_text, rebuild=rebuild_chunk)
+        guarded = ChatStream(call.guard, model.wrap(response, stream_reply), call.prompt, call.metadata)
         return GuardedCompletionStream(response, guarded, raise_on_block, spans.iterate(guarded))
     with spans:
         response = _model(spans, call.kwargs, spans.call)
-        text = answer_of(response)
-        if text is None:
+        pieces = chat_pieces(response)
+        if not pieces:
             return response
 
         def reask(previous: str, feedback: str) -> str:
             again = call.reask_kwargs(previous, feedback)
             return reask_text(_model(spans, again, model_call(again)))
 
-        verdict = call.guard.enforce(text, call.prompt, call.metadata, reask=reask)
-        spans.record(verdict)
-    return deliver(response, verdict, raise_on_block=raise_on_block)
+        verdicts = check_pieces(call.guard, pieces, call.prompt, call.metadata, reask)
+        spans.record(attach(response, verdicts, raise_on_block=raise_on_block))
+    deliver_chat(response, verdicts)
+    return response
 
 
 async def acompletion(
@@ -164,22 +161,22 @@ async def acompletion(
     if call.streaming:
         with spans.model(end=False) as model:
             response = await litellm.acompletion(**call.kwargs)
-        upstream = model.awrap(response, stream_reply)
-        guarded = call.guard.astream(upstream, call.prompt, call.metadata, text=chunk_text, rebuild=rebuild_chunk)
+        guarded = AsyncChatStream(call.guard, model.awrap(response, stream_reply), call.prompt, call.metadata)
         return AsyncGuardedCompletionStream(response, guarded, raise_on_block, await spans.aiterate(guarded))
     with spans:
         response = await _amodel(spans, call.kwargs, spans.call)
-        text = answer_of(response)
-        if text is None:
+        pieces = chat_pieces(response)
+        if not pieces:
             return response
 
         async def reask(previous: str, feedback: str) -> str:
             again = call.reask_kwargs(previous, feedback)
             return reask_text(await _amodel(spans, again, model_call(again)))
 
-        verdict = await call.guard.aenforce(text, call.prompt, call.metadata, reask=reask)
-        spans.record(verdict)
-    return deliver(response, verdict, raise_on_block=raise_on_block)
+        verdicts = await acheck_pieces(call.guard, pieces, call.prompt, call.metadata, reask)
+        spans.record(attach(response, verdicts, raise_on_block=raise_on_block))
+    deliver_chat(response, verdicts)
+    return response
 
 
 def _model(spans: CallSpans, kwargs: dict[str, Any], call: ModelCall) -> Any:
@@ -199,7 +196,7 @@ async def _amodel(spans: CallSpans, kwargs: dict[str, Any], call: ModelCall) -> 
 
 
 class _StreamBase:
-    def __init__(self, upstream: CustomStreamWrapper, guarded: GuardedStream[Any] | AsyncGuardedStream[Any],
+    def __init__(self, upstream: CustomStreamWrapper, guarded: ChatStream | AsyncChatStream,
                  raise_on_block: bool, chunks: Iterator[Any] | AsyncIterator[Any] | None = None) -> None:  # fmt: skip
         self._upstream, self._guarded, self._raise = upstream, guarded, raise_on_block
         # What is iterated: the guarded stream, stepped inside its guardrail.call span when traced.
@@ -207,8 +204,13 @@ class _StreamBase:
 
     @property
     def verdict(self) -> Verdict | None:
-        """The stream's verdict once it has ended (``None`` before, and for an answer with no text)."""
+        """The deciding verdict once the stream has ended (``None`` before, and for an empty answer)."""
         return self._guarded.verdict
+
+    @property
+    def verdicts(self) -> tuple[Verdict, ...]:
+        """Every checked part's verdict (content, reasoning, each tool call), all of them once it has ended."""
+        return tuple(self._guarded.verdicts)
 
     @property
     def delivered(self) -> str:
@@ -234,10 +236,11 @@ class _StreamBase:
 class GuardedCompletionStream(_StreamBase, Iterator[ModelResponseStream]):
     """What :func:`completion` returns with ``stream=True``: litellm's chunks, released as the policy allows.
 
-    Text is held back and scored per the policy's ``streaming`` block; role, tool-call, finish and
-    usage chunks keep their place. A blocked answer ends with one chunk carrying the policy message
-    (with ``raise_on_block``, :class:`~guardrail.GuardrailViolation` is raised instead). Other
-    attributes are litellm's ``CustomStreamWrapper``'s.
+    Content and reasoning are held back and scored per the policy's ``streaming`` block, tool calls
+    are held whole until checked; role, finish and usage chunks keep their place. A blocked answer
+    ends with one chunk carrying the policy message and ``finish_reason: "stop"`` (with
+    ``raise_on_block``, :class:`~guardrail.GuardrailViolation` is raised instead). Other attributes
+    are litellm's ``CustomStreamWrapper``'s.
 
     Example:
         >>> stream = completion(model="gpt-4o-mini", messages=messages, stream=True)  # doctest: +SKIP
@@ -247,7 +250,7 @@ class GuardedCompletionStream(_StreamBase, Iterator[ModelResponseStream]):
         'allow'
     """
 
-    _guarded: GuardedStream[ModelResponseStream]
+    _guarded: ChatStream
     _chunks: Iterator[ModelResponseStream]
 
     def __iter__(self) -> GuardedCompletionStream:
@@ -275,7 +278,7 @@ class GuardedCompletionStream(_StreamBase, Iterator[ModelResponseStream]):
 class AsyncGuardedCompletionStream(_StreamBase, AsyncIterator[ModelResponseStream]):
     """Async twin of :class:`GuardedCompletionStream`, returned by :func:`acompletion` with ``stream=True``."""
 
-    _guarded: AsyncGuardedStream[ModelResponseStream]
+    _guarded: AsyncChatStream
     _chunks: AsyncIterator[ModelResponseStream]
 
     def __aiter__(self) -> AsyncGuardedCompletionStream:
