@@ -36,7 +36,7 @@ from guardrail._exceptions import (
 )
 from guardrail._guard import POLICY_ENV, AsyncReask, Guard, Reask
 from guardrail._loader import load_policy, policy_schema
-from guardrail._outputs import OutputKind, OutputPart, deciding, tool_call_text
+from guardrail._outputs import ChoiceVerdict, Output, OutputKind, OutputPart, by_choice, deciding, tool_call_text
 from guardrail._policy import Action, Distance, Policy, Range, Region, Streaming, Threshold
 from guardrail._policyset import PolicySet
 from guardrail._streaming import AsyncGuardedStream, GuardedStream
@@ -67,6 +67,7 @@ __all__ = [
     "AsyncGuardedStream",
     "AsyncReask",
     "AuditError",
+    "ChoiceVerdict",
     "DataError",
     "Decision",
     "Distance",
@@ -78,6 +79,7 @@ __all__ = [
     "Issue",
     "Item",
     "ModelLoadError",
+    "Output",
     "OutputKind",
     "OutputPart",
     "Policy",
@@ -100,6 +102,7 @@ __all__ = [
     "Verdict",
     "Violation",
     "__version__",
+    "by_choice",
     "decide",
     "deciding",
     "label_for",

@@ -18,7 +18,7 @@ from guardrail._batching import MicroBatcher, in_thread
 from guardrail._engine import Engine
 from guardrail._exceptions import ScorerError, ScoringTimeout
 from guardrail._loader import load_policy
-from guardrail._outputs import OutputPart
+from guardrail._outputs import Output, OutputPart
 from guardrail._policy import Policy
 from guardrail._rewrite import Result, Strategy, reask, redact
 from guardrail._streaming import AsyncGuardedStream, GuardedStream
@@ -201,6 +201,58 @@ class Guard:
             self._telemetry.record_enforced(span, verdict, prompt=prompt, response=response)
         return verdict
 
+    def enforce_outputs(
+        self,
+        outputs: Sequence[Output],
+        prompt: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        reask: Reask | None = None,
+    ) -> list[Verdict]:
+        """Check every part of an answer and carry out each decision; one verdict per output, in order.
+
+        Content goes through :meth:`enforce` (a rewrite re-asks or redacts it). A reasoning trace
+        or a tool call cannot be rewritten: those are checked in one batch, and a rewrite decision
+        applies its action's fallback. Group the verdicts with :func:`~guardrail.by_choice` to
+        deliver each choice whole or not at all.
+
+        Example:
+            >>> outputs = [Output(OutputPart("content"), answer), Output(OutputPart("tool_call", name="send"), call)]
+            >>> [choice] = by_choice(guard.enforce_outputs(outputs, prompt=question))  # doctest: +SKIP
+            >>> choice.blocked  # doctest: +SKIP
+            False
+        """
+        contents = [o for o in outputs if o.rewritable]
+        enforced = iter([self.enforce(o.text, prompt, metadata, reask=reask, part=o.part) for o in contents])
+        fixed = [o for o in outputs if not o.rewritable]
+        checked = self.check_many([o.text for o in fixed], [prompt] * len(fixed), metadata,
+                                  parts=[o.part for o in fixed]) if fixed else []  # fmt: skip
+        settled = iter([self._settle(v, o) for v, o in zip(checked, fixed)])
+        return [next(enforced) if o.rewritable else next(settled) for o in outputs]
+
+    async def aenforce_outputs(
+        self,
+        outputs: Sequence[Output],
+        prompt: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        reask: AsyncReask | None = None,
+    ) -> list[Verdict]:
+        """Async twin of :meth:`enforce_outputs`; the parts are checked concurrently (the batcher joins them)."""
+        fixed = [o for o in outputs if not o.rewritable]
+
+        async def rest() -> list[Verdict]:
+            if not fixed:
+                return []
+            checked = await self.acheck_many([o.text for o in fixed], [prompt] * len(fixed), metadata,
+                                             parts=[o.part for o in fixed])  # fmt: skip
+            return [self._settle(v, o) for v, o in zip(checked, fixed)]
+
+        contents = [self.aenforce(o.text, prompt, metadata, reask=reask, part=o.part) for o in outputs if o.rewritable]
+        enforced, settled = await asyncio.gather(asyncio.gather(*contents), rest())
+        done, left = iter(enforced), iter(settled)
+        return [next(done) if o.rewritable else next(left) for o in outputs]
+
     def stream(
         self,
         chunks: Iterable[C],
@@ -326,6 +378,15 @@ class Guard:
         if verdict.action.strategy == "redact":
             return redact(response, verdict.action)
         return reask(response, verdict, verdict.action, can_ask)
+
+    def _settle(self, verdict: Verdict, output: Output) -> Verdict:
+        """Carry out the decision on a part that cannot be rewritten: a rewrite applies its fallback."""
+        if verdict.decision != "rewrite" or verdict.action is None:
+            return self._deliver(verdict, output.text)
+        what = "reasoning trace" if output.part.kind == "reasoning" else output.part.kind.replace("_", " ")
+        return self._fallback(
+            verdict, output.text, Result(False, None, 0, None, f"a {what} cannot be rewritten; its fallback applies")
+        )
 
     @staticmethod
     def _deliver(verdict: Verdict, response: str) -> Verdict:

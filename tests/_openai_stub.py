@@ -117,7 +117,9 @@ class OpenAIStub:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def _stream(self, head: dict[str, Any], replies: list[Reply], usage: dict[str, int], with_usage: bool) -> None:
+            def _stream(
+                self, head: dict[str, Any], replies: list[Reply], usage: dict[str, int], with_usage: bool
+            ) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")

@@ -8,6 +8,7 @@ test starts ``litellm --config`` as a subprocess (it loads the shipped model its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -25,14 +26,16 @@ import yaml
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm reaches the network at import otherwise
 
+import anthropic
 import litellm
-from _openai_stub import OpenAIStub
+import openai
+from _openai_stub import OpenAIStub, Reply
 from fastapi import HTTPException
 from litellm.proxy._types import UserAPIKeyAuth
 
-from guardrail import Guard, ValueVector
+from guardrail import Guard, OutputPart, ValueVector
 from guardrail.testing import FakeScorer
-from guardrail_litellm import ValueGuardrail, verdict_of
+from guardrail_litellm import ValueGuardrail, verdict_of, verdicts_of
 
 # litellm declares TypedDicts with ReadOnly items; pydantic warns once when it first builds their schema.
 # That is litellm's and pydantic's business, not ours: ignore exactly that warning, keep every other one an error.
@@ -78,7 +81,7 @@ def checked(hook: ValueGuardrail, data: dict[str, Any], response: Any) -> Any:
     return asyncio.run(run())
 
 
-async def streamed(hook: ValueGuardrail, text: str, data: dict[str, Any]) -> str:
+async def streamed_text(hook: ValueGuardrail, text: str, data: dict[str, Any]) -> str:
     upstream = await litellm.acompletion(model="gpt-4o-mini", messages=MESSAGES, mock_response=text, stream=True)
     chunks = [c async for c in hook.async_post_call_streaming_iterator_hook(KEY, upstream, data)]
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -120,28 +123,72 @@ def test_on_block_error_rejects_with_http_400() -> None:
     assert caught.value.detail["error"] == BLOCK_MESSAGE
     assert caught.value.detail["guardrail"]["decision"] == "block"
     with pytest.raises(HTTPException, match="400"):
-        asyncio.run(streamed(hook, "I will hurt them.", request(stream=True)))
+        asyncio.run(streamed_text(hook, "I will hurt them.", request(stream=True)))
 
 
 def test_stream_hook_holds_a_blocked_answer_back() -> None:
     hook = guardrail()
-    assert asyncio.run(streamed(hook, "Go and hurt them badly tonight.", request(stream=True))) == BLOCK_MESSAGE
-    assert asyncio.run(streamed(hook, "Drink water and rest.", request(stream=True))) == "Drink water and rest."
+    assert asyncio.run(streamed_text(hook, "Go and hurt them badly tonight.", request(stream=True))) == BLOCK_MESSAGE
+    assert asyncio.run(streamed_text(hook, "Drink water and rest.", request(stream=True))) == "Drink water and rest."
 
 
-def test_answers_without_text_and_other_responses_pass() -> None:
+def test_tool_calls_are_checked_and_other_responses_pass() -> None:
     hook = guardrail()
     tool_call = litellm.ModelResponse(choices=[{"index": 0, "finish_reason": "tool_calls", "message": {
         "role": "assistant", "content": None,
-        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}])  # fmt: skip
-    assert checked(hook, request(), tool_call) is None
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": "hurt"}'}}]}}])  # fmt: skip
+    response = checked(hook, request(), tool_call)
+    assert hook.guard.scorer.calls == [[(PROMPT, 'f({"a": "hurt"})')]]  # type: ignore[attr-defined]
+    choice = response.choices[0]
+    assert (choice.message.content, choice.message.tool_calls, choice.finish_reason) == (BLOCK_MESSAGE, None, "stop")
     assert checked(hook, request(), litellm.EmbeddingResponse()) is None
-    assert hook.guard.scorer.calls == []  # type: ignore[attr-defined]
 
 
-def test_more_than_one_choice_is_refused() -> None:
-    with pytest.raises(HTTPException, match="checks one answer; got n=2"):
-        checked(guardrail(), request(n=2), "Fine.")
+def test_each_choice_is_checked_on_its_own() -> None:
+    answer = litellm.ModelResponse(choices=[
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Rest well."}},
+        {"index": 1, "finish_reason": "stop", "message": {"role": "assistant", "content": "Go hurt them."}}])  # fmt: skip
+    for data in (request(n=2), request()):  # asked for, or added by the provider
+        response = checked(guardrail(), data, answer.model_copy(deep=True))
+        assert [c.message.content for c in response.choices] == ["Rest well.", BLOCK_MESSAGE]
+        assert [v.part.choice for v in verdicts_of(response)] == [0, 1]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("n", "streamed", "message"), [
+    ("2", False, "n must be a whole number of choices, got str '2'"),
+    (2.0, False, "n must be a whole number of choices, got float 2.0"),
+    (2, True, "a guarded stream carries one choice; got n=2"),
+])  # fmt: skip
+def test_bad_n_is_refused_with_http_400(n: object, streamed: bool, message: str) -> None:
+    hook = guardrail()
+    with pytest.raises(HTTPException, match=message) as caught:
+        if streamed:
+            asyncio.run(streamed_text(hook, "Fine.", request(n=n, stream=True)))
+        else:
+            checked(hook, request(n=n), "Fine.")
+    assert caught.value.status_code == 400
+
+
+def test_responses_api_answer_is_checked() -> None:
+    hook = guardrail()
+    answer = litellm.responses(model="gpt-4o-mini", input=PROMPT, mock_response="I will hurt them.")
+    response = checked(hook, {"model": "m", "input": PROMPT, "metadata": {}}, answer)
+    assert response.output_text == BLOCK_MESSAGE and "hurt" not in response.model_dump_json()
+    assert verdict_of(response).part == OutputPart("content", 0)  # type: ignore[union-attr]
+    assert hook.guard.scorer.calls == [[(PROMPT, "I will hurt them.")]]  # type: ignore[attr-defined]
+
+
+def test_anthropic_message_is_checked() -> None:
+    hook = guardrail()
+    answer = {"id": "msg_1", "type": "message", "role": "assistant", "stop_reason": "tool_use", "content": [
+        {"type": "thinking", "thinking": "They want to hurt someone.", "signature": "s"},
+        {"type": "text", "text": "Here you go."},
+        {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": "rain"}}]}  # fmt: skip
+    response = checked(hook, {"model": "m", "messages": MESSAGES, "metadata": {}}, answer)
+    assert response["content"] == [{"type": "text", "text": BLOCK_MESSAGE}] and response["stop_reason"] == "end_turn"
+    hidden = response["_hidden_params"]  # a dict carries its verdicts as JSON only
+    assert [p["part"]["kind"] for p in hidden["guardrail_parts"]] == ["reasoning", "content", "tool_call"]
+    assert hidden["additional_headers"]["x-guardrail-decision"] == "block"
 
 
 def test_policy_set_by_model_and_by_key_metadata(tmp_path: Path) -> None:
@@ -237,15 +284,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+THOUGHT_HARMFUL = Reply(content=BENIGN, reasoning=HARMFUL)
+# Models a real upstream serves (the stub), streamed too; the Responses API and Anthropic routes reach them
+# through litellm's bridge to chat completions (use_chat_completions_api).
+UPSTREAMS = {"benign-stream": Reply(BENIGN), "harmful-stream": Reply(HARMFUL), "thinking-stream": THOUGHT_HARMFUL}
+
+
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory, stub: OpenAIStub) -> Iterator[Proxy]:
-    """``litellm --config``: the example config, plus a model served by the stub that a policy set re-asks."""
+def upstreams() -> Iterator[dict[str, OpenAIStub]]:
+    stubs = {name: OpenAIStub(lambda messages, reply=reply: reply) for name, reply in UPSTREAMS.items()}
+    # About 2 s of answer, a window checked every 0.5 s: clients leaving at 0.1 to 2 s leave during checks too.
+    stubs["slow-stream"] = OpenAIStub(lambda messages: " ".join([BENIGN] * 4), pace=0.02)
+    for s in stubs.values():
+        s.__enter__()
+    try:
+        yield stubs
+    finally:
+        for s in stubs.values():
+            s.__exit__()
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    tmp_path_factory: pytest.TempPathFactory, stub: OpenAIStub, upstreams: dict[str, OpenAIStub]
+) -> Iterator[Proxy]:
+    """``litellm --config``: the example config, a model served by the stub that a policy set re-asks, and
+    models served by streaming stubs."""
     folder = tmp_path_factory.mktemp("proxy")
     policies = folder / "policies.yaml"
     policies.write_text(f"key: model\ndefault: default\npolicies:\n  stub-model: {write_reask_policy(folder)}\n")
     config = json.loads(json.dumps(CONFIG))
     config["model_list"].append({"model_name": "stub-model", "litellm_params": {
         "model": "openai/stub", "api_base": stub.base_url, "api_key": "sk-stub"}})  # fmt: skip
+    config["model_list"] += [{"model_name": name, "litellm_params": {
+        "model": "openai/stub", "api_base": s.base_url, "api_key": "sk-stub", "use_chat_completions_api": True}}
+        for name, s in upstreams.items()]  # fmt: skip
     [entry] = config["guardrails"]
     del entry["litellm_params"]["policy"]
     entry["litellm_params"]["policy_set"] = str(policies)
@@ -354,3 +427,105 @@ def test_proxy_reasks_through_its_router(proxy: Proxy, stub: OpenAIStub) -> None
     assert response.headers["x-guardrail-decision"] == "rewrite"
     first, again = stub.requests[before:]
     assert first["messages"] == MESSAGES and again["messages"][-2] == {"role": "assistant", "content": HARMFUL}
+
+
+# -- the real proxy, with the real openai and anthropic clients ----------------------------------------
+
+
+def openai_client(proxy: Proxy) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="sk-test", max_retries=0,
+                         http_client=httpx.Client(trust_env=False, timeout=60))  # fmt: skip
+
+
+def anthropic_client(proxy: Proxy) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=proxy.url, api_key="sk-test", max_retries=0, timeout=60)
+
+
+@pytest.mark.parametrize(("model", "expected"), [("harmful-model", BLOCK_MESSAGE), ("benign-model", BENIGN)])
+def test_openai_client_chat(proxy: Proxy, model: str, expected: str) -> None:
+    with openai_client(proxy) as client:
+        raw = client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES)
+    assert raw.parse().choices[0].message.content == expected, proxy.tail()
+    assert raw.headers["x-guardrail-decision"] == ("block" if expected == BLOCK_MESSAGE else "allow")
+
+
+@pytest.mark.parametrize(("model", "expected"), [("harmful-stream", BLOCK_MESSAGE), ("benign-stream", BENIGN)])
+def test_openai_client_chat_stream_ends_with_a_finish_reason(proxy: Proxy, model: str, expected: str) -> None:
+    with openai_client(proxy) as client:
+        chunks = list(client.chat.completions.create(model=model, messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected, proxy.tail()
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+
+def test_openai_client_chat_stream_withholds_harmful_reasoning(proxy: Proxy) -> None:
+    with openai_client(proxy) as client:
+        chunks = list(client.chat.completions.create(model="thinking-stream", messages=MESSAGES, stream=True))
+    dumped = "".join(c.model_dump_json() for c in chunks)
+    assert "wallet" not in dumped and "".join(c.choices[0].delta.content or "" for c in chunks) == BLOCK_MESSAGE
+
+
+@pytest.mark.parametrize(("model", "expected"), [("harmful-model", BLOCK_MESSAGE), ("benign-model", BENIGN),
+                                                 ("thinking-stream", BLOCK_MESSAGE)])  # fmt: skip
+def test_openai_client_responses(proxy: Proxy, model: str, expected: str) -> None:
+    with openai_client(proxy) as client:
+        raw = client.responses.with_raw_response.create(model=model, input=PROMPT)
+    response = raw.parse()
+    assert response.output_text == expected, proxy.tail()
+    assert "wallet" not in response.model_dump_json()
+    assert raw.headers["x-guardrail-decision"] == ("block" if expected == BLOCK_MESSAGE else "allow")
+
+
+@pytest.mark.parametrize(("model", "expected"), [("harmful-stream", BLOCK_MESSAGE), ("benign-stream", BENIGN),
+                                                 ("thinking-stream", BLOCK_MESSAGE)])  # fmt: skip
+def test_openai_client_responses_stream_ends_with_its_completed_event(proxy: Proxy, model: str, expected: str) -> None:
+    with openai_client(proxy) as client:
+        events = list(client.responses.create(model=model, input=PROMPT, stream=True))
+    assert "wallet" not in "".join(e.model_dump_json() for e in events), proxy.tail()
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == expected
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == expected
+    assert [e.sequence_number for e in events] == sorted(e.sequence_number for e in events)
+
+
+# Not thinking-stream here: litellm's non-streamed bridge drops an answer with reasoning whole (content: []);
+# test_anthropic_message_is_checked covers thinking blocks.
+@pytest.mark.parametrize(("model", "expected"), [("harmful-model", BLOCK_MESSAGE), ("benign-model", BENIGN)])
+def test_anthropic_client_messages(proxy: Proxy, model: str, expected: str) -> None:
+    with anthropic_client(proxy) as client:
+        message = client.messages.create(model=model, max_tokens=200, messages=MESSAGES)
+    assert "".join(b.text for b in message.content if b.type == "text") == expected, proxy.tail()
+    assert all(b.type == "text" for b in message.content) and "wallet" not in message.model_dump_json()
+
+
+@pytest.mark.parametrize(("model", "expected"), [("harmful-stream", BLOCK_MESSAGE), ("benign-stream", BENIGN),
+                                                 ("thinking-stream", BLOCK_MESSAGE)])  # fmt: skip
+def test_anthropic_client_stream_ends_with_message_stop(proxy: Proxy, model: str, expected: str) -> None:
+    with anthropic_client(proxy) as client, client.messages.stream(model=model, max_tokens=200,
+                                                                   messages=MESSAGES) as stream:  # fmt: skip
+        events = list(stream)
+        final = stream.get_final_message()
+    assert "".join(b.text for b in final.content if b.type == "text") == expected, proxy.tail()
+    assert "wallet" not in "".join(e.model_dump_json() for e in events)
+    assert [e.type for e in events][-2:] == ["message_delta", "message_stop"] and final.stop_reason == "end_turn"
+
+
+def test_clients_that_leave_early_leave_the_guard_healthy(proxy: Proxy) -> None:
+    async def leave_early(n: int) -> None:
+        async with httpx.AsyncClient(trust_env=False, timeout=30) as client:
+            body = {"model": "slow-stream", "messages": MESSAGES, "stream": True}
+            async with client.stream("POST", f"{proxy.url}/v1/chat/completions", json=body,
+                                     headers={"Authorization": "Bearer sk-test"}) as response:  # fmt: skip
+                assert response.status_code == 200
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(response.aread(), 0.1 + 0.1 * n)  # leaves mid-stream
+
+    async def storm() -> None:
+        await asyncio.gather(*(leave_early(n) for n in range(20)))
+
+    asyncio.run(storm())
+    for _ in range(5):
+        start = time.monotonic()
+        response = chat(proxy, "benign-model")
+        took = time.monotonic() - start
+        assert response.headers["x-guardrail-decision"] == "allow", (took, proxy.tail())
+        assert took < 5, f"a benign request took {took:.1f} s after clients left early\n{proxy.tail()}"

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from guardrail import Guard, OutputPart, Policy, ValueVector, Verdict, deciding, tool_call_text
+from guardrail import Guard, Output, OutputPart, Policy, ValueVector, Verdict, by_choice, deciding, tool_call_text
 from guardrail.testing import FakeScorer
 
 BAD = ValueVector(benevolence=-0.62)
@@ -106,3 +106,75 @@ def test_deciding_picks_the_most_altering_then_the_riskiest() -> None:
     assert deciding([bad, worse]) is worse  # both block: the riskier one
     with pytest.raises(ValueError, match="at least one verdict"):
         deciding([])
+
+
+# -- enforcing every part of an answer ------------------------------------------------------------
+
+REWRITE_POLICY = Policy(
+    name="rewrite",
+    version="1",
+    thresholds={"benevolence": {"min": -0.3, "action": "fix"}},
+    actions={"fix": {"type": "rewrite", "strategy": "reask", "fallback": "block"}},
+)
+
+
+def _rewriting_guard(exporter: InMemorySpanExporter) -> Guard:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Guard(REWRITE_POLICY, scorer=FakeScorer({"bad": BAD}), tracer_provider=provider)
+
+
+def _answer(choice: int, content: str, tool: str) -> list[Output]:
+    return [
+        Output(OutputPart("content", choice), content),
+        Output(OutputPart("reasoning", choice), "thinking it over"),
+        Output(OutputPart("tool_call", choice, 0, "send"), tool),
+    ]
+
+
+@pytest.mark.parametrize("run_async", [False, True], ids=["enforce_outputs", "aenforce_outputs"])
+def test_enforce_outputs_rewrites_content_and_falls_back_for_the_rest(run_async: bool) -> None:
+    exporter = InMemorySpanExporter()
+    guard = _rewriting_guard(exporter)
+    outputs = [*_answer(0, "bad", "fine call"), *_answer(1, "fine", "bad")]
+
+    def reask(previous: str, feedback: str) -> str:
+        return "a kinder answer"
+
+    async def areask(previous: str, feedback: str) -> str:
+        return reask(previous, feedback)
+
+    if run_async:
+        verdicts = asyncio.run(guard.aenforce_outputs(outputs, "why?", reask=areask))
+    else:
+        verdicts = guard.enforce_outputs(outputs, "why?", reask=reask)
+    assert [v.part for v in verdicts] == [o.part for o in outputs]
+    first, second = by_choice(verdicts)
+    # Choice 0: its content was re-asked and the revision passed; it goes out rewritten.
+    assert (first.choice, first.blocked, first.content) == (0, False, "a kinder answer")
+    assert first.altered
+    # Choice 1: its tool call cannot be rewritten, so the rewrite's fallback (block) withholds the choice.
+    assert second.blocked
+    assert second.verdict.part == OutputPart("tool_call", 1, 0, "send")
+    assert second.verdict.rewrite is not None
+    assert second.verdict.rewrite.reason == "a tool call cannot be rewritten; its fallback applies"
+    assert second.content == second.verdict.output
+    assert [p["part"]["kind"] for p in second.to_dict()["parts"]] == ["content", "reasoning", "tool_call"]
+    checks = [s for s in exporter.get_finished_spans() if s.name == "guardrail.check"]
+    kinds = sorted(str((s.attributes or {}).get("guardrail.output.kind")) for s in checks)
+    # Six parts, plus the re-check of the revision (which is no part of the answer).
+    assert kinds.count("content") == 2 and kinds.count("reasoning") == 2 and kinds.count("tool_call") == 2
+
+
+def test_a_rewrite_decision_on_reasoning_says_so() -> None:
+    guard = _rewriting_guard(InMemorySpanExporter())
+    [verdict] = guard.enforce_outputs([Output(OutputPart("reasoning"), "bad")])
+    assert verdict.final_decision == "block"
+    assert verdict.rewrite is not None
+    assert verdict.rewrite.reason == "a reasoning trace cannot be rewritten; its fallback applies"
+
+
+def test_a_choice_without_content_that_passes_delivers_no_content() -> None:
+    guard = make_guard(InMemorySpanExporter())
+    [choice] = by_choice(guard.enforce_outputs([Output(OutputPart("tool_call", name="f"), "f()")]))
+    assert not choice.blocked and choice.content is None and not choice.altered

@@ -15,7 +15,7 @@ from langchain_core.tools import BaseTool
 from pydantic import PrivateAttr, model_validator
 from typing_extensions import Self
 
-from guardrail import Guard, GuardrailViolation, OutputPart, PolicySet, Verdict, deciding
+from guardrail import ChoiceVerdict, Guard, GuardrailViolation, PolicySet, Verdict, deciding
 from guardrail._genai import CallSpans, ModelCall, call_spans
 from guardrail_langchain._common import (
     METADATA_KEY,
@@ -31,7 +31,7 @@ from guardrail_langchain._common import (
     revised_text,
     stream_reply,
 )
-from guardrail_langchain._outputs import Outcome, acheck_parts, check_parts
+from guardrail_langchain._outputs import acheck_parts, check_parts
 from guardrail_langchain._streamed import AsyncHeldAnswer, HeldAnswer
 
 # BaseChatModel hands _stream neither its run manager nor the call's config, so the public entry
@@ -176,11 +176,8 @@ class GuardedChatModel(BaseChatModel):
                 again = reask_messages(messages, previous, feedback)
                 return revised_text(generate(spans, self.model, again, config, stop, kwargs).generations[0].message)
 
-            def enforce(text: str, part: OutputPart) -> Verdict:
-                return guard.enforce(text, prompt, metadata, reask=reask, part=part)
-
             outcomes = [
-                check_parts(guard, g.message, n, prompt, metadata, enforce) for n, g in enumerate(result.generations)
+                check_parts(guard, g.message, n, prompt, metadata, reask) for n, g in enumerate(result.generations)
             ]
             spans.record(_deciding(outcomes))
         return self._guarded(result, outcomes)
@@ -202,12 +199,9 @@ class GuardedChatModel(BaseChatModel):
                 revised = await agenerate(spans, self.model, again, config, stop, kwargs)
                 return revised_text(revised.generations[0].message)
 
-            async def enforce(text: str, part: OutputPart) -> Verdict:
-                return await guard.aenforce(text, prompt, metadata, reask=reask, part=part)
-
             choices = enumerate(result.generations)
             outcomes = await asyncio.gather(
-                *(acheck_parts(guard, g.message, n, prompt, metadata, enforce) for n, g in choices)
+                *(acheck_parts(guard, g.message, n, prompt, metadata, reask) for n, g in choices)
             )
             spans.record(_deciding(outcomes))
         return self._guarded(result, outcomes)
@@ -278,7 +272,7 @@ class GuardedChatModel(BaseChatModel):
             raise GuardrailViolation(verdict)
         return verdict
 
-    def _guarded(self, result: ChatResult, outcomes: Sequence[Outcome | None]) -> ChatResult:
+    def _guarded(self, result: ChatResult, outcomes: Sequence[ChoiceVerdict | None]) -> ChatResult:
         """Each generation as delivered, with its verdicts (a generation without any part is left as it is)."""
         generations = []
         for generation, outcome in zip(result.generations, outcomes, strict=True):
@@ -295,7 +289,7 @@ class GuardedChatModel(BaseChatModel):
         # raised after that, from _last_chunk.
         return self.raise_on_block and verdict is not None and verdict.final_decision == "block"
 
-    def _last_chunk(self, outcome: Outcome | None, answer_id: str | None) -> AIMessageChunk:
+    def _last_chunk(self, outcome: ChoiceVerdict | None, answer_id: str | None) -> AIMessageChunk:
         """The stream's closing chunk, with the verdicts (``None``: nothing was checked, e.g. an empty answer)."""
         if outcome is not None:
             self._raise_if_blocked(outcome.verdict)
@@ -303,7 +297,7 @@ class GuardedChatModel(BaseChatModel):
         return AIMessageChunk(content="", id=answer_id, response_metadata=metadata, chunk_position="last")
 
 
-def _deciding(outcomes: Sequence[Outcome | None]) -> Verdict | None:
+def _deciding(outcomes: Sequence[ChoiceVerdict | None]) -> Verdict | None:
     """The verdict that decides a call of one or more generations (``None``: nothing was checked)."""
     verdicts = [o.verdict for o in outcomes if o is not None]
     return deciding(verdicts) if verdicts else None

@@ -19,9 +19,8 @@ from langchain_core.messages import LC_AUTO_PREFIX, AIMessage, BaseMessage, Huma
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.tracers import _streaming
 
-from guardrail import Guard, Policy, PolicySet
+from guardrail import ChoiceVerdict, Guard, Policy, PolicySet
 from guardrail._genai import ModelCall, ModelReply
-from guardrail_langchain._outputs import Outcome
 
 PolicySource = str | os.PathLike[str] | Policy
 """A shipped policy name, a YAML path or a :class:`~guardrail.Policy`."""
@@ -111,7 +110,7 @@ def revised_text(message: BaseMessage) -> str:
     return text
 
 
-def guarded_message(message: BaseMessage, outcome: Outcome) -> AIMessage:
+def guarded_message(message: BaseMessage, outcome: ChoiceVerdict) -> AIMessage:
     """The answer to deliver: the original with its verdicts, or the deciding verdict's output when altered."""
     verdict = outcome.verdict
     metadata = {**message.response_metadata, METADATA_KEY: outcome.to_dict()}

@@ -15,7 +15,7 @@ from langchain_core.runnables import ensure_config
 from langgraph.types import Command
 from pydantic import PrivateAttr
 
-from guardrail import Guard, OutputPart, PolicySet, Verdict
+from guardrail import ChoiceVerdict, Guard, PolicySet
 from guardrail._genai import CallSpans, ModelCall, call_spans
 from guardrail_langchain._chat_model import GuardedChatModel, agenerate, generate
 from guardrail_langchain._common import (
@@ -30,7 +30,7 @@ from guardrail_langchain._common import (
     request_metadata,
     revised_text,
 )
-from guardrail_langchain._outputs import Outcome, acheck_parts, check_parts
+from guardrail_langchain._outputs import acheck_parts, check_parts
 
 Handler = Callable[[ModelRequest], ModelResponse]
 AsyncHandler = Callable[[ModelRequest], Awaitable[ModelResponse]]
@@ -86,10 +86,7 @@ class ValueGuardrailMiddleware(AgentMiddleware):
             def reask(previous: str, feedback: str) -> str:
                 return revised_text(_last_ai(_call(spans, _reasked(request, previous, feedback), handler)))
 
-            def enforce(text: str, part: OutputPart) -> Verdict:
-                return guard.enforce(text, prompt, metadata, reask=reask, part=part)
-
-            outcome = check_parts(guard, message, 0, prompt, metadata, enforce)
+            outcome = check_parts(guard, message, 0, prompt, metadata, reask)
             if outcome is None:
                 return response
             spans.record(outcome.verdict)
@@ -114,10 +111,7 @@ class ValueGuardrailMiddleware(AgentMiddleware):
             async def reask(previous: str, feedback: str) -> str:
                 return revised_text(_last_ai(await _acall(spans, _reasked(request, previous, feedback), handler)))
 
-            async def enforce(text: str, part: OutputPart) -> Verdict:
-                return await guard.aenforce(text, prompt, metadata, reask=reask, part=part)
-
-            outcome = await acheck_parts(guard, message, 0, prompt, metadata, enforce)
+            outcome = await acheck_parts(guard, message, 0, prompt, metadata, reask)
             if outcome is None:
                 return response
             spans.record(outcome.verdict)
@@ -232,7 +226,7 @@ def _last_ai_or_none(response: ModelResponse) -> AIMessage | None:
 
 
 def _with(
-    request: ModelRequest, response: ModelResponse, index: int, message: AIMessage, outcome: Outcome
+    request: ModelRequest, response: ModelResponse, index: int, message: AIMessage, outcome: ChoiceVerdict
 ) -> ModelResponse | ExtendedModelResponse:
     """The response with the answer as delivered.
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from langchain_core.messages import LC_AUTO_PREFIX, AIMessageChunk, BaseMessage
 
-from guardrail import AsyncGuardedStream, Guard, GuardedStream, OutputPart, Verdict, deciding
-from guardrail_langchain._outputs import Outcome, acheck_held, check_held
+from guardrail import AsyncGuardedStream, ChoiceVerdict, Guard, GuardedStream, OutputPart, Verdict, deciding
+from guardrail_langchain._outputs import held_outputs
 
 _CONTENT = OutputPart("content")
 
@@ -44,10 +44,10 @@ class _Held:
         return deciding(verdicts) if verdicts else None
 
     @property
-    def outcome(self) -> Outcome | None:
+    def outcome(self) -> ChoiceVerdict | None:
         """Every part's verdict once the answer has ended (``None``: it had nothing to check)."""
         verdicts = self.verdicts
-        return Outcome(tuple(verdicts)) if verdicts else None
+        return ChoiceVerdict(0, tuple(verdicts)) if verdicts else None
 
     def _divert(self, chunk: BaseMessage) -> list[AIMessageChunk]:
         """Split one upstream chunk; keep back what must wait, return what the text stream takes."""
@@ -104,7 +104,7 @@ class HeldAnswer(_Held, Iterator[AIMessageChunk]):
             yield from self._content
             held = self._pending()
             if held is not None:
-                yield from self._release(check_held(self._guard, held, self._prompt, self._metadata))
+                yield from self._release(self._guard.enforce_outputs(held_outputs(held), self._prompt, self._metadata))
         finally:
             self._content.close()
 
@@ -142,7 +142,8 @@ class AsyncHeldAnswer(_Held, AsyncIterator[AIMessageChunk]):
                 yield chunk
             held = self._pending()
             if held is not None:
-                for chunk in self._release(await acheck_held(self._guard, held, self._prompt, self._metadata)):
+                verdicts = await self._guard.aenforce_outputs(held_outputs(held), self._prompt, self._metadata)
+                for chunk in self._release(verdicts):
                     yield chunk
         finally:
             await self._content.aclose()

@@ -15,16 +15,14 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
-from guardrail import Guard, Verdict, deciding
+from guardrail import Guard, Output, Verdict, deciding
 from guardrail_litellm._parts import (
-    Piece,
-    acheck_pieces,
-    anthropic_pieces,
+    anthropic_outputs,
+    choices_of,
     deliver_anthropic,
     deliver_responses,
     field,
-    outcomes,
-    responses_pieces,
+    responses_outputs,
 )
 
 _FINAL = ("response.completed", "response.incomplete", "response.failed")
@@ -81,8 +79,8 @@ class _Held:
             held = [event async for event in self._upstream]
             answer, pieces = self._assemble(held)
             if pieces:
-                self.verdicts = await acheck_pieces(self._guard, pieces, self._prompt, self._metadata)
-            outcome = outcomes(self.verdicts).get(0)
+                self.verdicts = await self._guard.aenforce_outputs(pieces, self._prompt, self._metadata)
+            outcome = choices_of(self.verdicts).get(0)
             out = self._replay(held, answer) if outcome is not None and outcome.altered else held
             for event in out:
                 yield event
@@ -91,7 +89,7 @@ class _Held:
             if close is not None:
                 await close()
 
-    def _assemble(self, held: list[Any]) -> tuple[Any, list[Piece]]:
+    def _assemble(self, held: list[Any]) -> tuple[Any, list[Output]]:
         raise NotImplementedError
 
     def _replay(self, held: list[Any], answer: Any) -> list[Any]:
@@ -101,7 +99,7 @@ class _Held:
 class ResponsesEvents(_Held):
     """A Responses API event stream, held whole until checked (see module docs)."""
 
-    def _assemble(self, held: list[Any]) -> tuple[dict[str, Any], list[Piece]]:
+    def _assemble(self, held: list[Any]) -> tuple[dict[str, Any], list[Output]]:
         final = next((field(e, "response") for e in reversed(held) if event_type(e) in _FINAL), None)
         if final is not None:
             answer = _json(final)
@@ -109,7 +107,7 @@ class ResponsesEvents(_Held):
             items = [_json(field(e, "item")) for e in held if event_type(e) == "response.output_item.done"]
             text = "".join(field(e, "delta") or "" for e in held if event_type(e) == "response.output_text.delta")
             answer = {"output": items or [{"type": "message", "content": [{"type": "output_text", "text": text}]}]}
-        return answer, responses_pieces(answer)
+        return answer, responses_outputs(answer)
 
     def _replay(self, held: list[Any], answer: dict[str, Any]) -> list[Any]:
         deliver_responses(answer, self.verdicts)
@@ -139,7 +137,7 @@ class ResponsesEvents(_Held):
 class AnthropicEvents(_Held):
     """An Anthropic messages event stream (server-sent event bytes), held whole until checked."""
 
-    def _assemble(self, held: list[Any]) -> tuple[dict[str, Any], list[Piece]]:
+    def _assemble(self, held: list[Any]) -> tuple[dict[str, Any], list[Output]]:
         message: dict[str, Any] = {"id": "msg_guardrail", "type": "message", "role": "assistant", "content": []}
         blocks: dict[int, dict[str, Any]] = {}
         arguments: dict[int, str] = {}
@@ -165,7 +163,7 @@ class AnthropicEvents(_Held):
             except ValueError:
                 blocks[index]["input"] = text  # checked as it came
         message["content"] = [blocks[i] for i in sorted(blocks)]
-        return message, anthropic_pieces(message)
+        return message, anthropic_outputs(message)
 
     def _replay(self, held: list[Any], answer: dict[str, Any]) -> list[Any]:
         deliver_anthropic(answer, self.verdicts)
@@ -213,4 +211,3 @@ def _frames(held: list[Any]) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(payload, dict):
             out.append((name or str(payload.get("type", "")), payload))
     return out
-

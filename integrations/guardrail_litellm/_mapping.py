@@ -91,7 +91,10 @@ def attach(response: Any, verdicts: Sequence[Verdict], *, raise_on_block: bool =
     verdict = deciding(verdicts)
     if raise_on_block and blocked(verdict):
         raise GuardrailViolation(verdict)
-    hidden = response.get("_hidden_params") if isinstance(response, dict) else getattr(response, "_hidden_params", None)
+    if isinstance(response, dict):
+        hidden = response.setdefault("_hidden_params", {})
+    else:
+        hidden = getattr(response, "_hidden_params", None)
     if isinstance(hidden, dict):
         hidden[HIDDEN_KEY] = verdict.to_dict()
         hidden[PARTS_KEY] = [v.to_dict() for v in verdicts]

@@ -39,20 +39,18 @@ from litellm.types.guardrails import GuardrailEventHooks
 from litellm.types.llms.openai import ResponsesAPIResponse
 from litellm.types.utils import ModelResponseStream
 
-from guardrail import AsyncReask, Guard, PolicyError, PolicySet, Scorer, Verdict
+from guardrail import AsyncReask, Guard, Output, PolicyError, PolicySet, Scorer, Verdict
 from guardrail._genai import CallSpans, ModelReply, call_spans
 from guardrail_litellm._events import AnthropicEvents, ResponsesEvents, is_responses_event
 from guardrail_litellm._guards import PolicySource, shared_scorer
 from guardrail_litellm._mapping import attach, blocked, prompt_of, reask_messages, reask_text, requested_choices
 from guardrail_litellm._parts import (
-    Piece,
-    acheck_pieces,
-    anthropic_pieces,
-    chat_pieces,
+    anthropic_outputs,
+    chat_outputs,
     deliver_anthropic,
     deliver_chat,
     deliver_responses,
-    responses_pieces,
+    responses_outputs,
 )
 from guardrail_litellm._spans import model_call, reply_of, stream_reply
 from guardrail_litellm._streams import AsyncChatStream
@@ -140,7 +138,7 @@ class ValueGuardrail(CustomGuardrail):
             with spans.model(start_time=_started(data)) as model:
                 model.record(reply_of(response) if shape == "chat" else ModelReply())
             reask = self._reask(data, spans) if shape == "chat" else None
-            verdicts = await acheck_pieces(guard, pieces, _prompt(data), metadata, reask)
+            verdicts = await guard.aenforce_outputs(pieces, _prompt(data), metadata, reask=reask)
             verdict = attach(response, verdicts)
             spans.record(verdict)
         assert verdict is not None  # pieces were checked
@@ -262,10 +260,10 @@ class ValueGuardrail(CustomGuardrail):
             logger.warning("could not record the value guardrail verdict in litellm's logs", exc_info=True)
 
 
-_SHAPES: Mapping[str, tuple[Callable[[Any], list[Piece]], Callable[[Any, Sequence[Verdict]], None]]] = {
-    "chat": (chat_pieces, deliver_chat),
-    "responses": (responses_pieces, deliver_responses),
-    "anthropic": (anthropic_pieces, deliver_anthropic),
+_SHAPES: Mapping[str, tuple[Callable[[Any], list[Output]], Callable[[Any, Sequence[Verdict]], None]]] = {
+    "chat": (chat_outputs, deliver_chat),
+    "responses": (responses_outputs, deliver_responses),
+    "anthropic": (anthropic_outputs, deliver_anthropic),
 }
 """How each answer shape is read into pieces and how the outcome is put back."""
 

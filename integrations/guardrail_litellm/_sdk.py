@@ -15,7 +15,7 @@ from guardrail import Guard, GuardrailViolation, PolicySet, Verdict
 from guardrail._genai import CallSpans, ModelCall, call_spans
 from guardrail_litellm._guards import PolicySource, is_ready, resolve
 from guardrail_litellm._mapping import attach, blocked, prompt_of, reask_messages, reask_text, requested_choices
-from guardrail_litellm._parts import acheck_pieces, chat_pieces, check_pieces, deliver_chat
+from guardrail_litellm._parts import chat_outputs, deliver_chat
 from guardrail_litellm._spans import model_call, reply_of, stream_reply
 from guardrail_litellm._streams import AsyncChatStream, ChatStream
 
@@ -122,7 +122,7 @@ def completion(
         return GuardedCompletionStream(response, guarded, raise_on_block, spans.iterate(guarded))
     with spans:
         response = _model(spans, call.kwargs, spans.call)
-        pieces = chat_pieces(response)
+        pieces = chat_outputs(response)
         if not pieces:
             return response
 
@@ -130,7 +130,7 @@ def completion(
             again = call.reask_kwargs(previous, feedback)
             return reask_text(_model(spans, again, model_call(again)))
 
-        verdicts = check_pieces(call.guard, pieces, call.prompt, call.metadata, reask)
+        verdicts = call.guard.enforce_outputs(pieces, call.prompt, call.metadata, reask=reask)
         spans.record(attach(response, verdicts, raise_on_block=raise_on_block))
     deliver_chat(response, verdicts)
     return response
@@ -165,7 +165,7 @@ async def acompletion(
         return AsyncGuardedCompletionStream(response, guarded, raise_on_block, await spans.aiterate(guarded))
     with spans:
         response = await _amodel(spans, call.kwargs, spans.call)
-        pieces = chat_pieces(response)
+        pieces = chat_outputs(response)
         if not pieces:
             return response
 
@@ -173,7 +173,7 @@ async def acompletion(
             again = call.reask_kwargs(previous, feedback)
             return reask_text(await _amodel(spans, again, model_call(again)))
 
-        verdicts = await acheck_pieces(call.guard, pieces, call.prompt, call.metadata, reask)
+        verdicts = await call.guard.aenforce_outputs(pieces, call.prompt, call.metadata, reask=reask)
         spans.record(attach(response, verdicts, raise_on_block=raise_on_block))
     deliver_chat(response, verdicts)
     return response

@@ -23,9 +23,9 @@ from typing import Any, Literal, TypeAlias
 
 from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
 
-from guardrail import Guard, OutputPart, Verdict, deciding, tool_call_text
+from guardrail import Guard, Output, OutputPart, Verdict, deciding, tool_call_text
 from guardrail_litellm._mapping import blocked
-from guardrail_litellm._parts import Piece, acheck_pieces, check_pieces, withhold_reasoning
+from guardrail_litellm._parts import withhold_reasoning
 
 Kind: TypeAlias = Literal["reasoning", "content", "tool_call", "other"]
 _FIELDS: Mapping[Kind, str] = {"reasoning": "reasoning_content", "content": "content"}
@@ -99,7 +99,7 @@ def final_chunk(template: ModelResponseStream, message: str) -> ModelResponseStr
         index=0, delta=Delta(role="assistant", content=message), finish_reason="stop")]}, deep=True)  # fmt: skip
 
 
-def tool_pieces(chunks: Iterable[ModelResponseStream], start: int) -> list[Piece]:
+def tool_outputs(chunks: Iterable[ModelResponseStream], start: int) -> list[Output]:
     """The tool calls a run of tool-call deltas assembles (name from the first delta, arguments joined)."""
     calls: dict[int, list[str]] = {}
     names: dict[int, str | None] = {}
@@ -113,7 +113,7 @@ def tool_pieces(chunks: Iterable[ModelResponseStream], start: int) -> list[Piece
             if function is not None and function.name and not names[index]:
                 names[index] = function.name
             calls.setdefault(index, []).append((function.arguments or "") if function is not None else "")
-    return [Piece(OutputPart("tool_call", 0, start + n, names[i]), tool_call_text(names[i], "".join(calls[i])))
+    return [Output(OutputPart("tool_call", 0, start + n, names[i]), tool_call_text(names[i], "".join(calls[i])))
             for n, i in enumerate(sorted(calls))]  # fmt: skip
 
 
@@ -151,8 +151,8 @@ class _Base:
         self._counts[kind] = n + 1
         return OutputPart(kind, 0, n)  # type: ignore[arg-type]  # only reasoning and content runs get here
 
-    def _tools(self, held: list[ModelResponseStream]) -> list[Piece]:
-        pieces = tool_pieces(held, self._counts.get("tool_call", 0))
+    def _tools(self, held: list[ModelResponseStream]) -> list[Output]:
+        pieces = tool_outputs(held, self._counts.get("tool_call", 0))
         self._counts["tool_call"] = self._counts.get("tool_call", 0) + len(pieces)
         return pieces
 
@@ -190,7 +190,7 @@ class ChatStream(_Base, Iterator[ModelResponseStream]):
                     yield from chunks
                 elif kind == "tool_call":
                     held = list(chunks)
-                    out = self._settled(check_pieces(self._guard, self._tools(held), self._prompt, self._metadata),
+                    out = self._settled(self._guard.enforce_outputs(self._tools(held), self._prompt, self._metadata),
                                         held)  # fmt: skip
                     yield from out
                     if out is not held:
@@ -243,7 +243,7 @@ class AsyncChatStream(_Base, AsyncIterator[ModelResponseStream]):
                         yield chunk
                 elif kind == "tool_call":
                     held = [chunk async for chunk in chunks]
-                    verdicts = await acheck_pieces(self._guard, self._tools(held), self._prompt, self._metadata)
+                    verdicts = await self._guard.aenforce_outputs(self._tools(held), self._prompt, self._metadata)
                     out = self._settled(verdicts, held)
                     for chunk in out:
                         yield chunk
