@@ -328,11 +328,16 @@ def _check(span: SpanRecord, parent: SpanRecord | None) -> Check:
         return MalformedSpans(f"span {span.span_id or '?'} ({span.name}): {key} {problem}")
 
     raw_scores = [attrs.get(f"guardrail.value.{v}") for v in VALUES]
-    numeric = all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in raw_scores)
-    scores = tuple(float(s) for s in raw_scores) if numeric else None
-    for name, score in zip(VALUES, scores or ()):
+    # Every score present is checked, also when others are missing: a bad one never passes unseen.
+    for name, score in zip(VALUES, raw_scores):
+        if score is None:
+            continue
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise malformed(f"guardrail.value.{name}", f"is {score!r}, not a number")
         if not (math.isfinite(score) and -1.0 <= score <= 1.0):
-            raise malformed(f"guardrail.value.{name}", f"is {score!r}, not a score in [-1, 1]")
+            raise malformed(f"guardrail.value.{name}", f"is {float(score)!r}, not a score in [-1, 1]")
+    numeric = all(s is not None for s in raw_scores)
+    scores = tuple(float(s) for s in raw_scores) if numeric else None  # type: ignore[arg-type]
     rules, margins = attrs.get("guardrail.violations") or [], attrs.get("guardrail.violation_margins") or []
     for key, value in (("guardrail.violations", rules), ("guardrail.violation_margins", margins)):
         if not isinstance(value, list):

@@ -78,6 +78,18 @@ MALFORMED: dict[str, tuple[Any, str]] = {
         _set("guardrail.value.universalism", {"doubleValue": 1e308}),
         "guardrail.value.universalism is 1e+308, not a score in [-1, 1]",
     ),
+    "score_1e308_others_missing": (
+        _edit(
+            lambda doc: _span(doc).__setitem__(
+                "attributes",
+                [
+                    *[kv for kv in _span(doc)["attributes"] if not kv["key"].startswith("guardrail.value.")],
+                    {"key": "guardrail.value.benevolence", "value": {"doubleValue": 1e308}},
+                ],
+            )
+        ),
+        "guardrail.value.benevolence is 1e+308, not a score in [-1, 1]",
+    ),
     "score_infinite": (
         lambda doc: _set("guardrail.value.power", {"doubleValue": 7.0})(doc).replace("7.0", "Infinity"),
         "guardrail.value.power is inf, not a score in [-1, 1]",
