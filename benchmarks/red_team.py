@@ -30,7 +30,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from guardrail import Guard, Item, Policy, PolicyError, ValueVector, load_policy
-from guardrail.testing import FakeScorer
+from guardrail.testing import FakeScorer, HangingScorer, number_of, numbered
 
 REPO = Path(__file__).resolve().parent.parent
 HARMFUL = "Immigrants are parasites and criminals. They should be driven out by any means necessary."
@@ -48,17 +48,6 @@ def _policy(**changes: Any) -> Policy:
     return Policy.model_validate(BATCHED.model_dump() | changes)
 
 
-def _encoding(prompt: str | None, response: str) -> ValueVector:
-    """A vector that encodes the answer's number, so a verdict handed to the wrong caller shows."""
-    number = int(response.split("#")[-1]) if "#" in response else 0
-    bad = response.startswith("BAD")
-    return ValueVector(benevolence=-0.9 if bad else 0.0, power=(number % 1000) / 1000)
-
-
-def _number_of(verdict: Any) -> int | None:
-    return None if verdict.scores is None else round(verdict.scores.power * 1000)
-
-
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
     ordered = sorted(samples)
     if not ordered:
@@ -73,13 +62,13 @@ def _percentiles(samples: Sequence[float]) -> dict[str, float]:
 
 
 def concurrent_acheck(n: int = 1000) -> dict[str, Any]:
-    guard = Guard(BATCHED, scorer=FakeScorer(fn=_encoding))
+    guard = Guard(BATCHED, scorer=FakeScorer(fn=numbered))
 
     async def main() -> list[Any]:
         return await asyncio.gather(*(guard.acheck(f"answer #{i}") for i in range(n)))
 
     verdicts = asyncio.run(main())
-    crossed = sum(_number_of(v) != i % 1000 for i, v in enumerate(verdicts) if v.error is None)
+    crossed = sum(number_of(v) != i % 1000 for i, v in enumerate(verdicts) if v.error is None)
     return {"calls": n, "lost": sum(v.error is not None for v in verdicts), "crossed": crossed}
 
 
@@ -108,7 +97,7 @@ def concurrent_streams(n: int = 300) -> dict[str, Any]:
 
 
 def cancellation_storm(n: int = 1000, limit_s: float = 30.0) -> dict[str, Any]:
-    guard = Guard(BATCHED, scorer=FakeScorer(fn=_encoding, delay_s=0.002))
+    guard = Guard(BATCHED, scorer=FakeScorer(fn=numbered, delay_s=0.002))
     rng = random.Random(13)
 
     async def main() -> tuple[list[tuple[int, Any]], int, float | None]:
@@ -132,7 +121,7 @@ def cancellation_storm(n: int = 1000, limit_s: float = 30.0) -> dict[str, Any]:
 
     kept, hanging, next_s = asyncio.run(main())
     lost = sum(r is None or r.error is not None for _, r in kept)
-    crossed = sum(r is not None and r.error is None and _number_of(r) != i % 1000 for i, r in kept)
+    crossed = sum(r is not None and r.error is None and number_of(r) != i % 1000 for i, r in kept)
     return {
         "calls": n,
         "cancelled": n // 3,
@@ -145,7 +134,7 @@ def cancellation_storm(n: int = 1000, limit_s: float = 30.0) -> dict[str, Any]:
 
 def sync_timeouts(threads: int = 32) -> dict[str, Any]:
     policy = _policy(timeout_ms=5.0)
-    slow = FakeScorer(fn=_encoding, delay_s=0.02)
+    slow = FakeScorer(fn=numbered, delay_s=0.02)
     guard = Guard(policy, scorer=slow)
     results: list[Any] = []
 
@@ -167,25 +156,12 @@ def sync_timeouts(threads: int = 32) -> dict[str, Any]:
         "timed_out": sum(v.error is not None for v in results),
         "fail_closed": all(v.decision == "block" for v in results if v.error is not None),
         "next_check_ms": round((time.perf_counter() - start) * 1000, 1),
-        "next_check_ok": after.error is None and _number_of(after) == 5,
+        "next_check_ok": after.error is None and number_of(after) == 5,
     }
 
 
-class _HangingScorer(FakeScorer):
-    """Hangs for ever on answers that start with HANG (a stuck forward pass), answers the rest at once."""
-
-    def __init__(self) -> None:
-        super().__init__(fn=_encoding)
-        self.release = threading.Event()
-
-    def score(self, items: Sequence[Item]) -> list[ValueVector]:
-        if any(r.startswith("HANG") for _, r in items):
-            self.release.wait(30)
-        return super().score(items)
-
-
 def hung_scorer(stuck: int = 8) -> dict[str, Any]:
-    scorer = _HangingScorer()
+    scorer = HangingScorer()
     guard = Guard(_policy(timeout_ms=200.0, scorer={"batching": False}), scorer=scorer)
     hung = [guard.check(f"HANG #{i}") for i in range(stuck)]
     start = time.perf_counter()
@@ -439,13 +415,13 @@ def otlp_down() -> dict[str, Any]:
     """Checks with an OTLP exporter pointed at a closed port, against none; and force_flush's time."""
     from guardrail import telemetry
 
-    plain = Guard(BATCHED, scorer=FakeScorer(fn=_encoding))
+    plain = Guard(BATCHED, scorer=FakeScorer(fn=numbered))
     samples_plain = _timed(lambda i: plain.check(f"answer #{i}"), 300)
     # Port 9 (discard): nothing listens there.
     handle = telemetry.configure(
         "red-team", exporter="otlp", endpoint="http://127.0.0.1:9", metrics=False, set_global=False
     )
-    traced = Guard(BATCHED, scorer=FakeScorer(fn=_encoding), tracer_provider=handle.tracer_provider)
+    traced = Guard(BATCHED, scorer=FakeScorer(fn=numbered), tracer_provider=handle.tracer_provider)
     samples_traced = _timed(lambda i: traced.check(f"answer #{i}"), 300)
     start = time.perf_counter()
     flushed = handle.force_flush(5000)

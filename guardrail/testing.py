@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from guardrail._types import Item
 from guardrail._values import ValueVector
@@ -61,3 +63,43 @@ class FakeScorer:
         if self.fail is not None:
             raise self.fail
         return [self._one(p, r) for p, r in items]
+
+
+def numbered(prompt: str | None, response: str) -> ValueVector:
+    """A ``FakeScorer`` function whose vector names the answer: for telling verdicts apart under load.
+
+    The number after the last ``#`` goes into ``power`` (``"answer #12"`` -> 0.012, modulo 1000), so a
+    verdict handed to the wrong caller shows (:func:`number_of`); answers starting with ``BAD``
+    oppose benevolence (-0.9).
+
+    >>> numbered(None, "answer #12").power
+    0.012
+    """
+    number = int(response.rsplit("#", 1)[-1]) if "#" in response else 0
+    return ValueVector(power=(number % 1000) / 1000, benevolence=-0.9 if response.startswith("BAD") else 0.0)
+
+
+def number_of(verdict: Any) -> int | None:
+    """The answer number a :func:`numbered` verdict carries; ``None`` when scoring failed."""
+    scores = getattr(verdict, "scores", None)
+    return None if scores is None else round(scores.power * 1000)
+
+
+class HangingScorer(FakeScorer):
+    """A :func:`numbered` scorer that hangs on answers starting with ``HANG`` (a stuck forward pass).
+
+    Stuck calls wait until :attr:`release` is set (at most ``limit_s``); every other call is answered
+    at once, so a test can show that stuck work does not hold up healthy checks.
+    """
+
+    def __init__(self, limit_s: float = 30.0) -> None:
+        super().__init__(fn=numbered)
+        self.limit_s = limit_s
+        self.release = threading.Event()
+        """Set it to let the stuck calls finish."""
+
+    def score(self, items: Sequence[Item]) -> list[ValueVector]:
+        """Score ``items``; hangs first when one of them starts with ``HANG``."""
+        if any(response.startswith("HANG") for _, response in items):
+            self.release.wait(self.limit_s)
+        return super().score(items)

@@ -21,19 +21,9 @@ import pytest
 
 from guardrail import Guard, Item, Policy, ScorerError, ValueVector, Verdict, load_policy
 from guardrail._batching import MicroBatcher
-from guardrail.testing import FakeScorer
+from guardrail.testing import FakeScorer, HangingScorer, number_of, numbered
 
 POLICY = Policy(name="rel", version="1", thresholds={"benevolence": {"min": -0.3}})
-
-
-def encoding(prompt: str | None, response: str) -> ValueVector:
-    """The answer's number in ``power`` (``answer #12`` -> 0.012); ``BAD`` answers oppose benevolence."""
-    number = int(response.rsplit("#", 1)[-1]) if "#" in response else 0
-    return ValueVector(power=(number % 1000) / 1000, benevolence=-0.9 if response.startswith("BAD") else 0.0)
-
-
-def number(verdict: Verdict) -> int | None:
-    return None if verdict.scores is None else round(verdict.scores.power * 1000)
 
 
 class Slow(FakeScorer):
@@ -47,7 +37,7 @@ class Slow(FakeScorer):
 
 
 def test_cancellation_storm_loses_and_crosses_nothing() -> None:
-    batcher = MicroBatcher(FakeScorer(fn=encoding, delay_s=0.002), max_batch=64, max_wait_ms=2)
+    batcher = MicroBatcher(FakeScorer(fn=numbered, delay_s=0.002), max_batch=64, max_wait_ms=2)
     guard = Guard(POLICY, scorer=batcher)
     rng = random.Random(13)
     n = 1000
@@ -66,15 +56,15 @@ def test_cancellation_storm_loses_and_crosses_nothing() -> None:
     kept, after, after_s = asyncio.run(main())
     assert len(kept) == n - n // 3
     lost = [i for i, r in kept if isinstance(r, BaseException) or r.error is not None]
-    crossed = [i for i, r in kept if not isinstance(r, BaseException) and number(r) != i % 1000]
+    crossed = [i for i, r in kept if not isinstance(r, BaseException) and number_of(r) != i % 1000]
     assert (lost, crossed) == ([], [])
-    assert after.error is None and number(after) == 7 and after_s < 2.0
+    assert after.error is None and number_of(after) == 7 and after_s < 2.0
     assert batcher._lane.worker is not None and batcher._lane.worker.is_alive()
 
 
 def test_sync_timeouts_from_threads_give_up_only_their_own_items() -> None:
     # Two guards share one batcher: one gives up after 1 ms, the other waits; only the first loses.
-    batcher = MicroBatcher(FakeScorer(fn=encoding, delay_s=0.003), max_batch=16, max_wait_ms=1)
+    batcher = MicroBatcher(FakeScorer(fn=numbered, delay_s=0.003), max_batch=16, max_wait_ms=1)
     patient = Guard(POLICY, scorer=batcher)
     hasty = Guard(POLICY.model_copy(update={"timeout_ms": 1.0}), scorer=batcher)
     results: dict[int, Verdict] = {}
@@ -91,15 +81,15 @@ def test_sync_timeouts_from_threads_give_up_only_their_own_items() -> None:
     assert any(v.error is not None and "ScoringTimeout" in v.error for v in hasty_results)
     assert all(v.decision == "block" for v in hasty_results if v.error is not None)  # fail closed
     others = {i: v for i, v in results.items() if i % 3}
-    assert [i for i, v in others.items() if v.error is not None or number(v) != i] == []
+    assert [i for i, v in others.items() if v.error is not None or number_of(v) != i] == []
     start = time.perf_counter()
     after = patient.check("answer #5")
-    assert after.error is None and number(after) == 5 and time.perf_counter() - start < 2.0
+    assert after.error is None and number_of(after) == 5 and time.perf_counter() - start < 2.0
 
 
 def test_async_timeouts_leave_the_batcher_working() -> None:
     # The guard's own deadline cancels its request (issue 13: one timed-out 1 MB answer blocked all later checks).
-    batcher = MicroBatcher(FakeScorer(fn=encoding, delay_s=0.05))
+    batcher = MicroBatcher(FakeScorer(fn=numbered, delay_s=0.05))
     hasty = Guard(POLICY.model_copy(update={"timeout_ms": 5.0}), scorer=batcher)
 
     async def main() -> tuple[list[Verdict], Verdict]:
@@ -108,12 +98,12 @@ def test_async_timeouts_leave_the_batcher_working() -> None:
 
     timed_out, after = asyncio.run(main())
     assert all(v.error == "ScoringTimeout: scoring took longer than timeout_ms=5" for v in timed_out)
-    assert after.error is None and number(after) == 9
+    assert after.error is None and number_of(after) == 9
 
 
 def test_a_cancelled_stream_leaves_the_next_stream_normal() -> None:
     policy = Policy(name="rel", scorer={"batching": True}, streaming={"chunk_size": 20, "context_size": 5})
-    guard = Guard(policy, scorer=Slow(fn=encoding, delay_s=0.01))
+    guard = Guard(policy, scorer=Slow(fn=numbered, delay_s=0.01))
 
     async def words(text: str) -> Any:
         for word in text.split(" "):
@@ -133,14 +123,14 @@ def test_a_cancelled_stream_leaves_the_next_stream_normal() -> None:
         return out, await guard.acheck("answer #4")
 
     out, after = asyncio.run(main())
-    assert out.endswith("end #3 ") and after.error is None and number(after) == 4
+    assert out.endswith("end #3 ") and after.error is None and number_of(after) == 4
 
 
 class Raising(FakeScorer):
     """Raises ``exc`` (any BaseException) for answers starting with ``BOOM``; scores the rest."""
 
     def __init__(self, exc: BaseException) -> None:
-        super().__init__(fn=encoding)
+        super().__init__(fn=numbered)
         self.exc = exc
 
     def score(self, items: Sequence[Item]) -> list[ValueVector]:
@@ -155,44 +145,31 @@ def test_the_worker_survives_any_exception_from_the_scorer(exc: BaseException) -
     failed = guard.check("BOOM #1")
     assert failed.decision == "block" and failed.error is not None and type(exc).__name__ in failed.error
     after = guard.check("answer #2")
-    assert after.error is None and number(after) == 2
+    assert after.error is None and number_of(after) == 2
 
 
 def test_a_dead_worker_is_started_again() -> None:
-    batcher = MicroBatcher(FakeScorer(fn=encoding))
+    batcher = MicroBatcher(FakeScorer(fn=numbered))
     guard = Guard(POLICY, scorer=batcher)
-    assert number(guard.check("answer #1")) == 1
+    assert number_of(guard.check("answer #1")) == 1
     first = batcher._lane.worker
     assert first is not None
     batcher._lane.queue.put(None)  # the worker ends as if it had died
     first.join(5)
     assert not first.is_alive()
-    assert number(guard.check("answer #2")) == 2
+    assert number_of(guard.check("answer #2")) == 2
     assert batcher._lane.worker is not first
-
-
-class Hanging(FakeScorer):
-    """Hangs on answers starting with ``HANG`` (a stuck forward pass) until released; scores the rest."""
-
-    def __init__(self) -> None:
-        super().__init__(fn=encoding)
-        self.release = threading.Event()
-
-    def score(self, items: Sequence[Item]) -> list[ValueVector]:
-        if any(r.startswith("HANG") for _, r in items):
-            self.release.wait(30)
-        return super().score(items)
 
 
 def test_hung_scorer_calls_do_not_exhaust_anything() -> None:
     # Issue 13: after 4 checks stuck in a hung scorer, healthy checks timed out too (a 4-thread pool).
-    scorer = Hanging()
+    scorer = HangingScorer()
     guard = Guard(POLICY.model_copy(update={"timeout_ms": 100.0}), scorer=scorer)
     try:
         stuck = [guard.check(f"HANG #{i}") for i in range(8)]
         assert all(v.decision == "block" and v.error is not None and "ScoringTimeout" in v.error for v in stuck)
         healthy = [guard.check(f"answer #{i}") for i in range(20)]
-        assert [number(v) for v in healthy] == list(range(20))
+        assert [number_of(v) for v in healthy] == list(range(20))
     finally:
         scorer.release.set()
 
@@ -208,12 +185,12 @@ def test_every_check_has_a_deadline_by_default() -> None:
 
 
 def test_an_answer_over_max_chars_follows_on_error_by_default() -> None:
-    scorer = FakeScorer(fn=encoding)
+    scorer = FakeScorer(fn=numbered)
     guard = Guard(POLICY.model_copy(update={"max_chars": 100}), scorer=scorer)
     verdicts = guard.check_many(["x" * 101 + " #1", "short #2"])
     assert verdicts[0].decision == "block" and verdicts[0].error is not None
     assert "max_chars=100" in verdicts[0].error and "104 characters" in verdicts[0].error
-    assert verdicts[1].error is None and number(verdicts[1]) == 2
+    assert verdicts[1].error is None and number_of(verdicts[1]) == 2
     assert scorer.calls == [[(None, "short #2")]]  # the oversize answer never reached the scorer
     allow = Guard(POLICY.model_copy(update={"max_chars": 100, "on_error": "allow"}), scorer=scorer)
     assert allow.check("x" * 500).decision == "allow"
