@@ -231,8 +231,9 @@ def bad_scorer_output() -> dict[str, Any]:
 
 _HUGE_CHILD = """
 import json, resource, sys, threading, time
-from guardrail import Guard
-guard = Guard()
+from guardrail import Guard, Policy, load_policy
+policy = load_policy("default")
+guard = Guard(Policy.model_validate(policy.model_dump() | {"oversize": sys.argv[2]}))
 guard.check("Hello there.")
 size = int(sys.argv[1])
 small: list[float] = []
@@ -255,17 +256,19 @@ print(json.dumps({"decision": verdict.decision, "error": verdict.error, "seconds
 
 def huge_answers(sizes: Sequence[int] = (100_000, 1_000_000, 10_000_000), limit_s: float = 120) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for size in sizes:
+    for size, oversize in [(size, mode) for mode in ("error", "truncate") for size in sizes]:
         start = time.perf_counter()
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", _HUGE_CHILD, str(size)],
+                [sys.executable, "-c", _HUGE_CHILD, str(size), oversize],
                 capture_output=True, text=True, timeout=limit_s, cwd=REPO,
             )  # fmt: skip
             last = (proc.stdout.strip().splitlines() or [""])[-1]
-            out[f"{size:,}_chars"] = json.loads(last) if proc.returncode == 0 else {"failed": proc.stderr[-300:]}
+            out[f"{size:,}_chars_{oversize}"] = (
+                json.loads(last) if proc.returncode == 0 else {"failed": proc.stderr[-300:]}
+            )
         except subprocess.TimeoutExpired:
-            out[f"{size:,}_chars"] = {"still_running_after_s": round(time.perf_counter() - start)}
+            out[f"{size:,}_chars_{oversize}"] = {"still_running_after_s": round(time.perf_counter() - start)}
     return out
 
 
