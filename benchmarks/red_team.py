@@ -29,8 +29,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from guardrail import Guard, Item, Policy, PolicyError, ValueVector, load_policy
-from guardrail.testing import FakeScorer, HangingScorer, number_of, numbered
+from guardrail import Guard, Policy, PolicyError, ValueVector, load_policy
+from guardrail.testing import FakeScorer, HangingScorer, ReturningScorer, number_of, numbered
 
 REPO = Path(__file__).resolve().parent.parent
 HARMFUL = "Immigrants are parasites and criminals. They should be driven out by any means necessary."
@@ -180,18 +180,6 @@ def hung_scorer(stuck: int = 8) -> dict[str, Any]:
 # -- bad scorer output ---------------------------------------------------------------------------
 
 
-class _Returns(FakeScorer):
-    def __init__(self, make: Callable[[int], Any]) -> None:
-        super().__init__()
-        self.make = make
-
-    def score(self, items: Sequence[Item]) -> Any:
-        return self.make(len(items))
-
-    async def ascore(self, items: Sequence[Item]) -> Any:
-        return self.make(len(items))
-
-
 def _nan_vector() -> Any:
     vector = ValueVector()
     object.__setattr__(vector, "benevolence", math.nan)
@@ -218,7 +206,7 @@ def bad_scorer_output() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, make in cases.items():
         try:
-            verdict = Guard(policy, scorer=_Returns(make)).check("Hello there.")
+            verdict = Guard(policy, scorer=ReturningScorer(make)).check("Hello there.")
             out[name] = {"decision": verdict.decision, "error": verdict.error}
         except Exception as exc:  # what the probe is looking for: a raise instead of on_error
             out[name] = {"raised": f"{type(exc).__name__}: {exc}"}

@@ -103,3 +103,27 @@ class HangingScorer(FakeScorer):
         if any(response.startswith("HANG") for _, response in items):
             self.release.wait(self.limit_s)
         return super().score(items)
+
+
+class ReturningScorer(FakeScorer):
+    """A scorer whose output is whatever ``make(number of items)`` returns, checked or not.
+
+    For testing what a guard does with a broken scorer: lists, dicts, generators, the wrong count,
+    NaN or infinite scores.
+
+    Example:
+        >>> ReturningScorer(lambda n: [{"benevolence": 0.0}] * n).score([(None, "hi")])
+        [{'benevolence': 0.0}]
+    """
+
+    def __init__(self, make: Callable[[int], Any]) -> None:
+        super().__init__()
+        self.make = make
+
+    def score(self, items: Sequence[Item]) -> Any:
+        """Return ``make(len(items))`` as it is."""
+        return self.make(len(items))
+
+    async def ascore(self, items: Sequence[Item]) -> Any:
+        """Async twin of :meth:`score`."""
+        return self.make(len(items))

@@ -21,7 +21,7 @@ import pytest
 
 from guardrail import Guard, Item, Policy, ScorerError, ValueVector, Verdict, load_policy
 from guardrail._batching import MicroBatcher
-from guardrail.testing import FakeScorer, HangingScorer, number_of, numbered
+from guardrail.testing import FakeScorer, HangingScorer, ReturningScorer, number_of, numbered
 
 POLICY = Policy(name="rel", version="1", thresholds={"benevolence": {"min": -0.3}})
 
@@ -269,23 +269,11 @@ BAD_OUTPUTS: dict[str, Callable[[int], Any]] = {
 }
 
 
-class Returns(FakeScorer):
-    def __init__(self, make: Callable[[int], Any]) -> None:
-        super().__init__()
-        self.make = make
-
-    def score(self, items: Sequence[Item]) -> Any:
-        return self.make(len(items))
-
-    async def ascore(self, items: Sequence[Item]) -> Any:
-        return self.make(len(items))
-
-
 @pytest.mark.parametrize("batched", [False, True], ids=["direct", "batched"])
 @pytest.mark.parametrize("twin", ["check_many", "acheck_many"])
 @pytest.mark.parametrize("output", sorted(BAD_OUTPUTS))
 def test_bad_scorer_output_follows_on_error(output: str, twin: str, batched: bool) -> None:
-    scorer: Any = Returns(BAD_OUTPUTS[output])
+    scorer: Any = ReturningScorer(BAD_OUTPUTS[output])
     if batched:
         scorer = MicroBatcher(scorer)
     block = Guard(POLICY, scorer=scorer)
