@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeAlias
 
 from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices
 
-from guardrail import Guard, Output, OutputPart, Verdict, deciding, tool_call_text
+from guardrail import AsyncGuardedStream, Guard, GuardedStream, Output, OutputPart, Verdict, deciding, tool_call_text
 from guardrail_litellm._mapping import blocked
 from guardrail_litellm._parts import withhold_reasoning
 
@@ -164,6 +164,22 @@ class _Base:
             return [final_chunk(held[-1], verdict.output or "")]
         return held
 
+    def _stopped(self, stream: GuardedStream[Any] | AsyncGuardedStream[Any], chunk: ModelResponseStream
+                 ) -> ModelResponseStream | None:  # fmt: skip
+        """The block's last chunk once a text run is blocked (its verdict recorded), else ``None``."""
+        verdict = stream.verdict
+        if verdict is None or not blocked(verdict):
+            return None
+        self.verdicts.append(verdict)
+        return final_chunk(chunk, verdict.output or "")
+
+    def _ran(self, stream: GuardedStream[Any] | AsyncGuardedStream[Any], kind: Kind) -> None:
+        """Record a text run that ended unblocked: its verdict, and for content what it delivered."""
+        if stream.verdict is not None:
+            self.verdicts.append(stream.verdict)
+        if kind == "content":
+            self._delivered.append(stream.delivered)
+
 
 class ChatStream(_Base, Iterator[ModelResponseStream]):
     """A sync guarded chat stream (see module docs); ``verdict``, ``verdicts``, ``delivered`` once it has ended."""
@@ -200,17 +216,13 @@ class ChatStream(_Base, Iterator[ModelResponseStream]):
                                                 rebuild=writer(kind), part=self._part(kind))  # fmt: skip
                     try:
                         for chunk in stream:
-                            if blocked(stream.verdict):
-                                self.verdicts.append(stream.verdict)  # type: ignore[arg-type]  # blocked() checked it
-                                yield final_chunk(chunk, stream.verdict.output or "")  # type: ignore[union-attr]
+                            if (last := self._stopped(stream, chunk)) is not None:
+                                yield last
                                 return
                             yield chunk
                     finally:
                         stream.close()
-                    if stream.verdict is not None:
-                        self.verdicts.append(stream.verdict)
-                    if kind == "content":
-                        self._delivered.append(stream.delivered)
+                    self._ran(stream, kind)
         finally:
             self._closed = True
             close = getattr(self._source, "close", None)
@@ -254,17 +266,13 @@ class AsyncChatStream(_Base, AsyncIterator[ModelResponseStream]):
                                                  rebuild=writer(kind), part=self._part(kind))  # fmt: skip
                     try:
                         async for chunk in stream:
-                            if blocked(stream.verdict):
-                                self.verdicts.append(stream.verdict)  # type: ignore[arg-type]  # blocked() checked it
-                                yield final_chunk(chunk, stream.verdict.output or "")  # type: ignore[union-attr]
+                            if (last := self._stopped(stream, chunk)) is not None:
+                                yield last
                                 return
                             yield chunk
                     finally:
                         await stream.aclose()
-                    if stream.verdict is not None:
-                        self.verdicts.append(stream.verdict)
-                    if kind == "content":
-                        self._delivered.append(stream.delivered)
+                    self._ran(stream, kind)
         finally:
             self._closed = True
             close = getattr(self._source, "aclose", None)
