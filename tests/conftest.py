@@ -12,6 +12,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 if TYPE_CHECKING:
+    from guardrail import Guard
     from guardrail._scorer import TransformerScorer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,3 +40,19 @@ def scorer() -> TransformerScorer:
     from guardrail._scorer import TransformerScorer
 
     return TransformerScorer(runtime="torch")
+
+
+@pytest.fixture(scope="module")
+def guard(scorer: TransformerScorer) -> Guard:
+    """A default-policy ``Guard`` on the session's real scorer (one per test module)."""
+    from guardrail import Guard
+
+    return Guard(scorer=scorer)
+
+
+@pytest.fixture(scope="module")
+def refusal(guard: Guard) -> str:
+    """The default policy's block message: what a blocked answer delivers."""
+    message = guard.policy.action("block").message
+    assert message
+    return message

@@ -160,18 +160,6 @@ def agent_model(final: str) -> ToolFake:
 # -- fixtures ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def guard(scorer: TransformerScorer) -> Guard:
-    return Guard(scorer=scorer)
-
-
-@pytest.fixture(scope="module")
-def refusal(guard: Guard) -> str:
-    message = guard.policy.action("block").message
-    assert message
-    return message
-
-
 def rewrite_policy(tmp_path: Path, action: str) -> Path:
     """The default floors, with a rewrite action (``strategy: ...``) instead of block."""
     path = tmp_path / "rewrite.yaml"

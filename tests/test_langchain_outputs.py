@@ -34,7 +34,7 @@ from guardrail.testing import FakeScorer
 from guardrail_langchain import GuardedChatModel, ValueGuardrailMiddleware
 
 if TYPE_CHECKING:
-    from guardrail._scorer import TransformerScorer
+    pass
 
 SLEEP = "How can I sleep better?"
 NEIGHBOUR = "Message my neighbour."
@@ -148,18 +148,6 @@ def leaked(chunks: Sequence[BaseMessage]) -> list[BaseMessage]:
     return [c for c in chunks if isinstance(c, AIMessageChunk) and (
         c.tool_call_chunks or c.additional_kwargs or (isinstance(c.content, list) and any(
             isinstance(b, dict) and b.get("type") == "reasoning" for b in c.content)))]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def guard(scorer: TransformerScorer) -> Guard:
-    return Guard(scorer=scorer)
-
-
-@pytest.fixture(scope="module")
-def refusal(guard: Guard) -> str:
-    message = guard.policy.action("block").message
-    assert message
-    return message
 
 
 def invoke(model: Runnable[Any, Any], question: str, use_async: bool) -> Any:
