@@ -280,6 +280,14 @@ def train(
         bool | None,
         typer.Option("--written-mix/--no-written-mix", help="With --written, also their two-part answers."),
     ] = None,
+    harm: Annotated[
+        bool | None, typer.Option("--harm/--no-harm", help="Add the human-labelled harm data (harm hinge loss).")
+    ] = None,
+    harm_weight: Annotated[float | None, typer.Option(min=0, help="Weight of the harm hinge loss.")] = None,
+    harm_margin: Annotated[
+        float | None, typer.Option(min=0, max=0.7, help="Margin of the harm hinge around -0.3.")
+    ] = None,
+    span_tokens: Annotated[int | None, typer.Option(min=0, help="Tokens per scored span (0: windows only).")] = None,
     limit: Annotated[int | None, typer.Option(min=8, help="Only the first N examples per source (smoke runs).")] = None,
     validation: Annotated[
         float | None,
@@ -288,7 +296,7 @@ def train(
     skip_eval: Annotated[bool, typer.Option(help="Do not score the test split for the card.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N.")] = None,
 ) -> None:
-    """Train the value scorer on the training split of FULCRA and write a model directory.
+    """Train the value scorer on the training split of FULCRA and the harm data and write a model directory.
 
     Stage one fits the head over the frozen encoder; stage two fine-tunes a LoRA adapter and the
     head together. Floors for the default policy are calibrated on the training split. Options
@@ -303,6 +311,7 @@ def train(
         "seed": seed, "epochs": epochs, "lr": lr, "hidden": hidden, "encoder": encoder, "device": device,
         "adapter_rank": adapter_rank, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
         "limit": limit, "touche": touche, "written": written, "written_mix": written_mix, "validation": validation,
+        "harm": harm, "harm_weight": harm_weight, "harm_margin": harm_margin, "span_tokens": span_tokens,
     }  # fmt: skip
     try:
         cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None}, evaluate=not skip_eval)
@@ -319,6 +328,9 @@ def train(
 def calibrate(
     data: DataOpt = DEFAULT_DATA,
     model: Annotated[Path, typer.Option("--model", help="Model directory whose card to rewrite.")] = Path("out/model"),
+    harm: Annotated[
+        bool, typer.Option("--harm/--no-harm", help="Calibrate on and measure the harm data too (its held-out rows).")
+    ] = True,
 ) -> None:
     """Recalibrate a trained model's default floors on the training split and re-measure it (weights untouched).
 
@@ -329,7 +341,7 @@ def calibrate(
     if not (model / "config.json").is_file():
         _fail(f"{model}: not a model directory (no config.json)")
     try:
-        card = recalibrate(model, data, progress=lambda msg: err.print(escape(msg), highlight=False))
+        card = recalibrate(model, data, progress=lambda msg: err.print(escape(msg), highlight=False), harm=harm)
     except GuardrailError as exc:
         _fail(str(exc))
     out.print(f"recalibrated {model} (floors {card['calibration']['floors']})", highlight=False)
@@ -340,34 +352,79 @@ def evaluate(
     data: DataOpt = DEFAULT_DATA,
     policy: PolicyOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    harm: Annotated[
+        bool,
+        typer.Option(
+            "--harm/--no-harm", help="Also measure harm detection on the harm data's test answers (~6,900 more)."
+        ),
+    ] = True,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Measure the scorer and policy on the fixed held-out split."""
+    """Measure the scorer and policy on the fixed held-out split and, with --harm, on the harm data's test rows."""
     from rich.progress import Progress
 
-    from guardrail._evaluate import evaluate as run
+    from guardrail._card import HARM_NAMES
+    from guardrail._data import load_evaluator, load_harm, load_trustworthy
+    from guardrail._evaluate import evaluate_examples, evaluate_harm
 
+    # The rows guardrail._evaluate.evaluate() measures (the model card's metrics), read here once:
+    # a bad --data fails before the model loads, and the bar knows its total.
+    try:
+        evaluator = [e for e in load_evaluator(data) if e.test]
+        trustworthy = [e for e in load_trustworthy(data) if e.test]
+        harm_rows = load_harm(data, "test") if harm else []
+    except GuardrailError as exc:
+        _fail(str(exc))
     guard = _guard(policy, model, device)
     try:
         with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("evaluating", total=None)
-            report = run(guard.scorer, guard.engine, data, progress=lambda n: bar.advance(task, n))
+            task = bar.add_task("evaluating", total=len(evaluator) + len(trustworthy) + len(harm_rows))
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+
+            report = evaluate_examples(guard.scorer, guard.engine, evaluator, trustworthy, advance)
+            if harm:
+                report["harm"] = evaluate_harm(guard.scorer, guard.engine, harm_rows, advance)
     except GuardrailError as exc:
         _fail(str(exc))
     if as_json:
         print(json.dumps(report))
         return
+
+    def figure(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"  # None: the rows hold one class only
+
     table = Table(title=f"held-out split ({report['policy']['name']} policy)")
     for column in ("value", "pearson r", "macro-F1"):
         table.add_column(column, justify="right" if column != "value" else "left")
     for name in VALUES:
         table.add_row(name, f"{report['pearson'][name]:.3f}", f"{report['macro_f1'][name]:.3f}")
     out.print(table)
-    for key in ("pearson_mean_safety", "pearson_mean_all", "macro_f1_mean", "auroc_opposed",
+    labels = {
+        "auroc_opposed": "auroc_opposed (L1 safety risk)",
+        "auroc_opposed_policy": "auroc_opposed_policy (policy margin)",
+    }
+    for key in ("pearson_mean_safety", "pearson_mean_all", "macro_f1_mean", "auroc_opposed", "auroc_opposed_policy",
                 "allow_rate_clean", "block_rate_opposed"):  # fmt: skip
-        out.print(f"{key}: {report[key]:.3f}", highlight=False)
+        out.print(f"{labels.get(key, key)}: {figure(report[key])}", highlight=False)
     out.print(f"n: {report['n']}", highlight=False)
+    if "harm" not in report:
+        return
+    harm_table = Table(title="harm detection (harm data, test rows; blocked = block or rewrite)")
+    for column in ("source", "AUROC (L1 safety risk)", "F1", "recall", "false-positive rate", "n (harmful)"):
+        harm_table.add_column(column, justify="left" if column == "source" else "right")
+    sources = [s for s in report["harm"] if s != "pooled"]
+    for source in [*sources, "pooled"]:
+        figures = report["harm"][source]
+        harm_table.add_row(
+            HARM_NAMES.get(source, source),
+            *(figure(figures[k]) for k in ("auroc", "f1", "recall", "fpr")),
+            f"{figures['n']} ({figures['harmful']})",
+            end_section=bool(sources) and source == sources[-1],
+        )
+    out.print(harm_table)
 
 
 @app.command("model-card")
@@ -445,17 +502,17 @@ def demo(policy: PolicyOpt = "default", device: DeviceOpt = "auto") -> None:
     from guardrail._demo import SCRIPT
 
     guard = _guard(policy, None, device)
-    verdicts = guard.check_many([r for _, r in SCRIPT], [p for p, _ in SCRIPT])
+    verdicts = guard.check_many([t.response for t in SCRIPT], [t.prompt for t in SCRIPT])
     table = Table(title=f"value-guardrail demo — policy {guard.policy.name} v{guard.policy.version}")
     table.add_column("prompt", max_width=34)
     table.add_column("response", max_width=48)
     table.add_column("decision")
     table.add_column("top violation", max_width=52)
     colours = {"allow": "green", "log": "cyan", "rewrite": "yellow", "block": "red"}
-    for (prompt, response), verdict in zip(SCRIPT, verdicts):
-        excerpt = response if len(response) <= 90 else response[:87] + "..."
+    for turn, verdict in zip(SCRIPT, verdicts):
+        excerpt = turn.response if len(turn.response) <= 90 else turn.response[:87] + "..."
         top = verdict.violations[0].message if verdict.violations else "-"
-        table.add_row(prompt, excerpt, f"[{colours[verdict.decision]}]{verdict.decision}[/]", top)
+        table.add_row(turn.prompt, excerpt, f"[{colours[verdict.decision]}]{verdict.decision}[/]", top)
     out.print(table)
     blocked = sum(not v.allowed for v in verdicts)
     out.print(f"{len(verdicts)} responses, {blocked} stopped, model {guard.scorer.model_id}", highlight=False)

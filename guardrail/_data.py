@@ -21,7 +21,10 @@ from guardrail._values import NO_CONNECTION, VALUES
 SPLIT_RULE = 'test = int(sha1(prompt.strip().lower().encode("utf-8")).hexdigest(), 16) % 5 == 0'
 """The fixed held-out split (from the data README); rows whose prompt is in it are never trained on."""
 
-Source = Literal["evaluator", "trustworthy", "touche", "written"]
+Source = Literal["evaluator", "trustworthy", "touche", "written", "harm"]
+
+HARM_SOURCES = ("beavertails", "saferlhf", "gptfuzz", "diasafety")
+"""The human-labelled harm files (``harm/<name>.jsonl``), in the data README's order."""
 
 
 def is_test(prompt: str) -> bool:
@@ -63,10 +66,20 @@ class Example:
     """``file:line`` the example came from."""
     benign_prompt: bool = False
     """The prompt raised no safety issue (FULCRA ``safety_issues`` empty): an everyday request."""
+    harmful: bool | None = None
+    """Human harm label (harm data): True opposes some safety value, False opposes none; None: no label."""
+    subset: str | None = None
+    """The harm file the example came from (``beavertails``...), or ``mix`` for built two-part answers."""
+    category: str | None = None
+    """The harm file's category of the row (DiaSafety: ``Offending User``...)."""
+    split: str | None = None
+    """The split the data file assigns (harm data); None: the fixed prompt rule decides."""
 
     @property
     def test(self) -> bool:
         """Whether the example is in the fixed test split (answers without a prompt never are)."""
+        if self.split is not None:
+            return self.split == "test"
         return self.prompt is not None and is_test(self.prompt)
 
 
@@ -261,7 +274,104 @@ def mix_written(examples: list[Example], seed: int = 0) -> list[Example]:
     return mixed
 
 
-def file_hashes(data_dir: Path, touche: bool = False, written: bool = False) -> dict[str, str]:
+def harm_files(data_dir: Path) -> list[Path]:
+    """The harm-label files, one per source in :data:`HARM_SOURCES` order."""
+    files = [data_dir / "harm" / f"{name}.jsonl" for name in HARM_SOURCES]
+    for file in files:
+        if not file.exists():
+            raise DataError(f"{file}: missing (is --data pointing at shared/data?)")
+    return files
+
+
+_NO_TARGET = (math.nan,) * len(VALUES)
+
+
+def load_harm(data_dir: Path, split: Literal["train", "test"] | None = None) -> list[Example]:
+    """LLM answers with a human harm label; the ten value targets are unlabelled (NaN).
+
+    ``split`` keeps the rows of one split (the files carry it); None keeps all.
+    """
+    examples = []
+    for path in harm_files(data_dir):
+        for number, row in _lines(path):
+            where = f"{path}:{number}"
+            prompt, response, harmful, row_split = (
+                row.get("prompt"),
+                row.get("response"),
+                row.get("harmful"),
+                row.get("split"),
+            )
+            if not isinstance(response, str) or not isinstance(harmful, bool) or row_split not in ("train", "test"):
+                raise DataError(f"{where}: needs 'response' (string), 'harmful' (bool) and 'split' (train or test)")
+            if prompt is not None and not isinstance(prompt, str):
+                raise DataError(f"{where}: 'prompt' must be a string or null")
+            if split is not None and row_split != split:
+                continue
+            examples.append(Example(prompt or None, response, _NO_TARGET, "harm", where, harmful=harmful,
+                                    subset=path.stem, category=row.get("category"), split=row_split))  # fmt: skip
+    return examples
+
+
+_STANDALONE = {"beavertails", "saferlhf", "gptfuzz", "Offending User", "Biased Opinion"}
+"""Harm that reads as harm inside any answer (not only as a reply to its own context)."""
+
+
+def _lead(text: str, limit: int) -> str:
+    # The start of a harmless answer, cut after a sentence so the harm starts one.
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind(".\n"), cut.rfind("! "), cut.rfind("? "))
+    return cut[: end + 1] if end > 0 else cut
+
+
+def mix_harm(examples: list[Example], count: int, seed: int = 0) -> list[Example]:
+    """Two-part answers from harm rows: a harmless answer's first 0-700 characters, then a short answer.
+
+    ``count`` answers end in a harmful answer (of a kind that is harm wherever it appears), labelled
+    harmful; ``count`` end in a harmless one, labelled harmless. Each keeps the prompt of the answer
+    it ends in. A harmful sentence inside a friendly answer must count, and a harmless one must not.
+    """
+    import random
+
+    rng = random.Random(seed)
+    leads = [e for e in examples if e.harmful is False and len(e.response) >= 200]
+    short = [e for e in examples if 20 <= len(e.response) <= 300]
+    harmful = [e for e in short if e.harmful and (e.subset in _STANDALONE or e.category in _STANDALONE)]
+    harmless = [e for e in short if e.harmful is False]
+    if not leads or not harmful or not harmless:
+        return []
+    mixed = []
+    for tail in rng.choices(harmful, k=count) + rng.choices(harmless, k=count):
+        lead = rng.choice(leads)
+        response = f"{_lead(lead.response, rng.randint(0, 700))} {tail.response}".strip()
+        mixed.append(Example(tail.prompt, response, _NO_TARGET, "harm", f"{tail.origin}+{lead.origin}",
+                             harmful=tail.harmful, subset="mix"))  # fmt: skip
+    return mixed
+
+
+def harm_label(example: Example) -> bool | None:
+    """Whether ``example`` is harmful in the harm data's sense, from its label or its value targets.
+
+    Harm rows carry the label. FULCRA evaluator answers: harmful when benevolence or universalism
+    is strongly opposed (< -0.5), harmless when no value is opposed; written and human-checked
+    (trustworthy) answers: harmful when a safety value is opposed, harmless when none is. Else None.
+    """
+    if example.harmful is not None:
+        return example.harmful
+    if example.source not in ("evaluator", "trustworthy", "written"):
+        return None
+    safety = [example.target[VALUES.index(v)] for v in ("security", "conformity", "benevolence", "universalism")]
+    labelled = [x for x in safety if not math.isnan(x)]
+    if example.source == "evaluator":
+        ben, uni = example.target[VALUES.index("benevolence")], example.target[VALUES.index("universalism")]
+        if min(ben, uni) < -0.5:
+            return True
+        return False if min(example.target) >= -NO_CONNECTION else None
+    if not labelled:
+        return None
+    return min(labelled) < -NO_CONNECTION
+
+
+def file_hashes(data_dir: Path, touche: bool = False, written: bool = False, harm: bool = False) -> dict[str, str]:
     """SHA-256 of every data file training reads, keyed by path relative to ``data_dir``.
 
     The project's own files are keyed ``guardrail/data/<name>``.
@@ -269,6 +379,8 @@ def file_hashes(data_dir: Path, touche: bool = False, written: bool = False) -> 
     files = [*evaluator_files(data_dir), trustworthy_file(data_dir)]
     if touche:
         files += touche_files(data_dir, "training")
+    if harm:
+        files += harm_files(data_dir)
     hashes = {str(f.relative_to(data_dir)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     if written:
         hashes |= {f"guardrail/data/{f.name}": hashlib.sha256(f.read_bytes()).hexdigest() for f in written_files()}

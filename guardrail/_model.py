@@ -51,9 +51,21 @@ class ModelConfig(BaseModel):
     max_length: int = Field(default=256, ge=16, description="Tokens per window, specials included.")
     prompt_tokens: int = Field(default=64, ge=0, description="Prompt tokens kept in each window.")
     window_overlap: int = Field(default=64, ge=0, description="Tokens shared by consecutive windows.")
+    span_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Tokens per scored span of the response (0: the whole window only). Spans are pooled "
+        "from the window's forward pass; one that opposes a value counts like a window.",
+    )
+    span_stride: int = Field(default=0, ge=0, description="Tokens between span starts (0: half of span_tokens).")
     adapter: AdapterConfig | None = Field(
         default=None, description="LoRA adapter fine-tuned over the encoder (None: frozen encoder)."
     )
+
+
+def span_stride(config: ModelConfig) -> int:
+    """Tokens between span starts of ``config`` (its ``span_stride``, or half its ``span_tokens``)."""
+    return config.span_stride or max(1, config.span_tokens // 2)
 
 
 def resolve_encoder(reference: str) -> str:

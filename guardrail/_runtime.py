@@ -55,7 +55,7 @@ RUNTIMES: tuple[str, ...] = get_args(Runtime)
 CPU_DEFAULT = "onnx"
 """What ``auto`` picks on a CPU when onnxruntime is installed (see README, "Performance")."""
 ONNX_RUNTIMES = ("onnx", "onnx-int8")
-EXPORT_VERSION = "1"
+EXPORT_VERSION = "2"
 """Part of the cache key: bump when the exported graph changes (inputs, outputs, quantisation)."""
 EXPORT_TOLERANCE = 1e-4
 """Largest score difference between the float32 export and PyTorch accepted at export time."""
@@ -166,11 +166,14 @@ def fingerprint(model_dir: Path, encoder_source: str) -> str:
     return digest.hexdigest()[:20]
 
 
-def exportable(encoder: nn.Module, head: nn.Module, layers: list[int], names: list[str]) -> nn.Module:
-    """Encoder + pooling + head as one module taking the ``names`` tensors positionally (for the tracer)."""
+def exportable(
+    encoder: nn.Module, head: nn.Module, layers: list[int], names: list[str], spans: tuple[int, int] = (0, 0)
+) -> nn.Module:
+    """Encoder + pooling (window, and ``spans`` = (tokens, stride) when set) + head as one module
+    taking the ``names`` tensors positionally (for the tracer)."""
     from torch import nn
 
-    from guardrail._head import pool
+    from guardrail._head import score_batch
 
     class Exported(nn.Module):
         def __init__(self) -> None:
@@ -178,8 +181,7 @@ def exportable(encoder: nn.Module, head: nn.Module, layers: list[int], names: li
             self.encoder, self.head = encoder, head
 
         def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            features = pool(self.encoder, dict(zip(names, tensors)), layers)
-            return self.head(features), features
+            return score_batch(self.encoder, self.head, dict(zip(names, tensors)), layers, *spans)
 
     return Exported().eval()
 

@@ -5,7 +5,9 @@ into overlapping token windows (``max_length`` tokens each, ``window_overlap`` s
 ``prompt_tokens`` of the prompt repeated in every window), every window is scored, and the
 windows are combined per value: if any window opposes the value (score < -0.3) the most
 opposing window counts, so a harmful paragraph at the end of a long answer is not averaged
-away; otherwise the mean over windows counts. A window whose scores are not finite numbers (a
+away; otherwise the mean over windows counts. A model with ``span_tokens`` also scores short
+spans of each window's response from the same forward pass, and a span that opposes a value
+counts like a window (``guardrail._head.combine_spans``). A window whose scores are not finite numbers (a
 broken model or graph) is a :class:`ScorerError`, never clamped into range.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from guardrail._exceptions import ModelLoadError, ScorerError
-from guardrail._model import ModelConfig, read_card, read_config, resolve_encoder
+from guardrail._model import ModelConfig, read_card, read_config, resolve_encoder, span_stride
 from guardrail._resources import default_model_dir
 from guardrail._runtime import ONNX_RUNTIMES, OnnxForward, exportable, load_onnx, quantize_int8, resolve_runtime
 from guardrail._types import Item, Runtime
@@ -48,11 +51,15 @@ _EXPORT_SAMPLE: list[Item] = [
 
 
 def pick_device(device: str) -> str:
-    """Resolve ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``."""
+    """Resolve ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``; refuse a device torch cannot use."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ModelLoadError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r}: no CUDA device is visible to torch (a CPU build?); use cpu or auto")
     return device
 
 
@@ -122,7 +129,7 @@ class TransformerScorer:
         import torch
         from transformers import AutoTokenizer
 
-        from guardrail._head import pool
+        from guardrail._head import pool, score_batch
 
         self.model_dir = Path(model) if model is not None else default_model_dir()
         self.config = config or read_config(self.model_dir)
@@ -173,6 +180,7 @@ class TransformerScorer:
         self._lock = threading.Lock()
         self._torch = torch
         self._pool = pool
+        self._score_batch = score_batch
 
     def _on_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn`` on this scorer's PyTorch thread (see ``__init__``), or here when it has none."""
@@ -210,7 +218,8 @@ class TransformerScorer:
         # sample has two windows of different lengths so that padding is traced and checked.
         encoder, head = self._load_modules(source, None, None, attn_implementation="eager")
         sample = self.collate(self._windows(_EXPORT_SAMPLE)[0])
-        return exportable(encoder, head, self.config.layers, list(sample)), sample
+        spans = (self.config.span_tokens, span_stride(self.config))
+        return exportable(encoder, head, self.config.layers, list(sample), spans), sample
 
     def _with_adapter(self, encoder: Any, file: Path) -> Any:
         # Merged into the base weights once at load: scoring then costs what the base costs.
@@ -387,8 +396,11 @@ class TransformerScorer:
         if self._onnx is not None:
             arrays = {k: v.numpy() for k, v in batch.items()}
             return self._torch.from_numpy(self._onnx.run(arrays, "features" if pooled_only else "scores"))
-        pooled = self._pool(self._encoder, batch, self.config.layers)
-        return pooled if pooled_only else self._head(pooled)
+        if pooled_only:
+            return self._pool(self._encoder, batch, self.config.layers)
+        scores, _ = self._score_batch(self._encoder, self._head, batch, self.config.layers,
+                                      self.config.span_tokens, span_stride(self.config))  # fmt: skip
+        return scores
 
     @staticmethod
     def _twin_session(source: OnnxForward) -> OnnxForward:

@@ -6,6 +6,7 @@ records data file hashes, the split rule and every hyper-parameter.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -15,15 +16,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from guardrail._data import (
+    HARM_SOURCES,
     SPLIT_RULE,
     VALIDATION_RULE,
     Example,
     file_hashes,
+    harm_label,
     is_validation,
     load_evaluator,
+    load_harm,
     load_touche,
     load_trustworthy,
     load_written,
+    mix_harm,
     mix_written,
 )
 from guardrail._evaluate import is_clean, is_harmful
@@ -62,7 +67,7 @@ class TrainConfig(BaseModel):
     )
     adapter_alpha: float = 32.0
     adapter_targets: list[str] = Field(default=["query", "key", "value", "dense"])
-    finetune_epochs: int = 4
+    finetune_epochs: int = 2
     finetune_lr: float = 1e-3
     finetune_head_lr: float = 1e-3
     finetune_batch_size: int = 16
@@ -90,8 +95,44 @@ class TrainConfig(BaseModel):
         description="Loss weight of answers to everyday prompts (FULCRA safety_issues empty): rare next to "
         "refusals, they teach that helpful instructions are not harmful compliance.",
     )
+    harm: bool = Field(
+        default=True,
+        description="Add the human-labelled harm data (harm/*.jsonl, train rows): a harmful answer must "
+        "oppose some safety value (its lowest safety score below -0.3 - harm_margin), a harmless one none "
+        "(every safety score, window and spans, above -0.3 + harm_margin).",
+    )
+    harm_weight: float = Field(
+        default=1.0, ge=0, description="Weight of the harm hinge loss next to the value regression."
+    )
+    harm_margin: float = Field(default=0.2, ge=0, le=0.7, description="Margin of the harm hinge around -0.3.")
+    harm_validation: float = Field(
+        default=0.1,
+        ge=0,
+        lt=0.5,
+        description="Share of harm training prompts held out of training (validation rule): the floors "
+        "are calibrated, and runs compared, on them.",
+    )
+    harm_mix: int = Field(
+        default=1000,
+        ge=0,
+        description="Two-part answers built from harm training rows (harmless lead, then a short answer), "
+        "this many ending in harm and as many ending harmless: trains spans to catch a late harmful sentence.",
+    )
+    epoch_shares: dict[str, float] = Field(
+        default={"touche": 0.2, "gptfuzz": 0.2, "diasafety": 0.34, "mix": 0.5},
+        description="Share of a source (touche, a harm file, mix) drawn afresh in each fine-tuning epoch; "
+        "others: all. Large or repetitive sources cost less, and still show every row over the epochs.",
+    )
+    span_tokens: int = Field(default=32, ge=0, description="Tokens per scored span (0: window only).")
+    span_stride: int = Field(default=16, ge=0, description="Tokens between span starts.")
     clean_pass_rate: float = Field(
-        default=0.98, description="Share of clean training answers the calibrated floors must pass."
+        default=0.98, description="Share of clean FULCRA training answers the calibrated floors must pass."
+    )
+    harmless_block_rate: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="Most harm-data harmless answers (held-out training rows) the calibrated floors may block.",
     )
     validation: float = Field(
         default=0.0,
@@ -107,7 +148,30 @@ class TrainConfig(BaseModel):
     evaluate: bool = Field(default=True, description="Score the test split and put the metrics in the card.")
 
 
-def _fit_head(features: Any, targets: Any, weights: Any, cfg: TrainConfig) -> Any:
+def harm_loss(window: Any, lowest: Any, harmful: Any, margin: float) -> Any:
+    """Per-example hinge on the safety values, squared: (batch,).
+
+    ``window`` and ``lowest`` are (batch, values) scores: the window's own and the lowest over the
+    window and its spans. A harmful answer (``harmful`` 1) pays until its lowest safety score is
+    below -0.3 - margin; a harmless one (0) pays for each safety score, window or span, below
+    -0.3 + margin; unlabelled rows (NaN) pay nothing.
+    """
+    import torch
+
+    safety = lowest[:, _SAFETY_COLUMNS]
+    opposed = torch.relu(safety.min(dim=1).values + NO_CONNECTION + margin) ** 2
+    kept = torch.relu(-NO_CONNECTION + margin - safety).pow(2).sum(dim=1)
+    loss = torch.where(harmful > 0.5, opposed, kept)
+    return torch.where(harmful.isnan(), torch.zeros_like(loss), loss)
+
+
+def _loss(pred: Any, lowest: Any, targets: Any, weights: Any, harmful: Any, cfg: TrainConfig) -> Any:
+    """Weighted regression on the value targets plus the weighted harm hinge, averaged over the batch."""
+    regression = ((pred - targets) ** 2 * weights).mean(dim=1)
+    return (regression + cfg.harm_weight * harm_loss(pred, lowest, harmful, cfg.harm_margin)).mean()
+
+
+def _fit_head(features: Any, targets: Any, weights: Any, harmful: Any, cfg: TrainConfig) -> Any:
     import torch
 
     from guardrail._head import ValueHead
@@ -123,7 +187,8 @@ def _fit_head(features: Any, targets: Any, weights: Any, cfg: TrainConfig) -> An
         order = torch.randperm(len(features), generator=generator)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            loss = ((head(features[idx]) - targets[idx]) ** 2 * weights[idx]).mean()
+            pred = head(features[idx])  # the frozen stage sees windows only; spans come with fine-tuning
+            loss = _loss(pred, pred, targets[idx], weights[idx], harmful[idx], cfg)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -134,7 +199,7 @@ def _loss_weights(examples: list[Example], targets: Any, cfg: TrainConfig) -> An
     """Per-example, per-value loss weights: rare "opposes" targets up, by source as configured."""
     import torch
 
-    by_source = {"touche": cfg.touche_weight, "written": cfg.written_weight}
+    by_source = {"touche": cfg.touche_weight, "written": cfg.written_weight, "harm": 0.0}
     row = torch.tensor(
         [by_source.get(e.source, cfg.benign_weight if e.benign_prompt else 1.0) for e in examples]
     ).unsqueeze(1)
@@ -142,18 +207,48 @@ def _loss_weights(examples: list[Example], targets: Any, cfg: TrainConfig) -> An
     return torch.where(targets.isnan(), 0.0, weights)  # unlabelled values teach nothing
 
 
+def _share_of(example: Example, cfg: TrainConfig) -> float:
+    key = example.subset if example.source == "harm" else example.source
+    return cfg.epoch_shares.get(key or "", 1.0)
+
+
+def _epoch_rows(shares: list[float], epoch: int) -> list[int]:
+    """Rows of one fine-tuning epoch: all of each source, or its share, taken in turn so that the
+    epochs together go through every row (row i of a source with share 1/k is drawn in epoch i % k)."""
+    import torch
+
+    rows = []
+    for share in sorted(set(shares)):
+        members = [i for i, s in enumerate(shares) if s == share]
+        if share >= 1:
+            rows += members
+            continue
+        turns = max(1, round(1 / share))
+        order = torch.randperm(len(members), generator=torch.Generator().manual_seed(len(members))).tolist()
+        rows += [members[j] for n, j in enumerate(order) if n % turns == epoch % turns]
+    return rows
+
+
 def _finetune(
-    scorer: Any, examples: list[Example], targets: Any, weights: Any, head: Any, cfg: TrainConfig, progress: Progress
+    scorer: Any,
+    examples: list[Example],
+    targets: Any,
+    weights: Any,
+    harmful: Any,
+    head: Any,
+    cfg: TrainConfig,
+    progress: Progress,
 ) -> Any:
     """Second stage: LoRA over the encoder and the head, trained jointly (LP-FT).
 
     The head starts from the frozen-encoder fit, so fine-tuning refines features the head already
-    reads instead of chasing a random head. Returns the wrapped (unmerged) encoder.
+    reads instead of chasing a random head. Spans are pooled from the same pass and enter the harm
+    loss, as they enter scoring. Returns the wrapped (unmerged) encoder.
     """
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from guardrail._head import pool
+    from guardrail._head import pool_spans
 
     torch.manual_seed(cfg.seed)
     encoder = get_peft_model(
@@ -165,7 +260,10 @@ def _finetune(
     windows = scorer.first_windows([(e.prompt, e.response) for e in examples])
     # Harmful answers in the data mostly follow harmful prompts; seeing answers alone too keeps the
     # model from reading the prompt instead of the answer (a benign question, a hateful reply).
+    # DiaSafety's labels depend on the context, so its answers always keep theirs.
     bare = scorer.first_windows([(None, e.response) for e in examples])
+    keeps_prompt = [e.subset == "diasafety" for e in examples]
+    shares = [_share_of(e, cfg) for e in examples]
     adapter_params = [p for p in encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
         [{"params": adapter_params, "lr": cfg.finetune_lr},
@@ -173,18 +271,20 @@ def _finetune(
         weight_decay=cfg.weight_decay,
     )  # fmt: skip
     size = cfg.finetune_batch_size
-    steps = cfg.finetune_epochs * ((len(windows) + size - 1) // size)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    epochs = [_epoch_rows(shares, epoch) for epoch in range(cfg.finetune_epochs)]
+    steps = sum((len(rows) + size - 1) // size for rows in epochs)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
     )
-    generator = torch.Generator().manual_seed(cfg.seed)
+    stride = cfg.span_stride or max(1, cfg.span_tokens // 2)
     encoder.train()
     head.train()
     step, started = 0, time.perf_counter()
-    for epoch in range(cfg.finetune_epochs):
+    for epoch, rows in enumerate(epochs):
         # Batches of similar length waste little on padding; their order is shuffled.
-        order = torch.randperm(len(windows), generator=generator).tolist()
+        order = [rows[i] for i in torch.randperm(len(rows), generator=generator).tolist()]
         buckets = [order[i : i + size * 50] for i in range(0, len(order), size * 50)]
         batches = []
         for bucket in buckets:
@@ -192,67 +292,127 @@ def _finetune(
             batches += [bucket[i : i + size] for i in range(0, len(bucket), size)]
         for b in torch.randperm(len(batches), generator=generator).tolist():
             idx = batches[b]
-            drop = torch.rand(len(idx), generator=generator) < cfg.prompt_dropout
-            batch = scorer.collate([bare[i] if d else windows[i] for i, d in zip(idx, drop.tolist())])
-            pred = head(pool(encoder, batch, cfg.layers))
-            t, w = targets[idx].to(pred.device), weights[idx].to(pred.device)
-            loss = ((pred - t) ** 2 * w).mean()
+            drop = (torch.rand(len(idx), generator=generator) < cfg.prompt_dropout).tolist()
+            batch = scorer.collate([bare[i] if d and not keeps_prompt[i] else windows[i] for i, d in zip(idx, drop)])
+            if cfg.span_tokens:
+                window, spans, valid = pool_spans(encoder, batch, cfg.layers, cfg.span_tokens, stride)
+                pred = head(window)
+                span_scores = torch.where(valid.unsqueeze(-1), head(spans), torch.ones_like(pred).unsqueeze(1))
+                lowest = torch.minimum(pred, span_scores.min(dim=1).values)
+            else:
+                from guardrail._head import pool
+
+                pred = lowest = head(pool(encoder, batch, cfg.layers))
+            device = pred.device
+            loss = _loss(pred, lowest, targets[idx].to(device), weights[idx].to(device), harmful[idx].to(device), cfg)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             step += 1
             if step % 50 == 0:
-                rate = step * size / (time.perf_counter() - started)
+                spent = time.perf_counter() - started
+                left = spent / step * (steps - step) / 60
                 progress(f"fine-tune epoch {epoch + 1} step {step}/{steps} loss {loss.item():.4f} "
-                         f"({rate:.1f} examples/s)")  # fmt: skip
+                         f"({step * size / spent:.1f} examples/s, ~{left:.0f} min left)")  # fmt: skip
     encoder.eval()
     head.eval()
     return encoder
 
 
-def calibrate_floors(scores: Any, clean: Any, target: float) -> dict[str, float]:
-    """Per-value floors on the safety values that pass ``target`` of clean answers jointly.
+FLOOR_STEP = 0.01
+"""Resolution of the calibrated floors."""
 
-    Each floor is the same quantile ``q`` of its value's scores on clean answers; ``q`` is found
-    by bisection so that the share of clean answers above all four floors is ``target``. A floor
-    never rises above -0.3: a score in the "no connection" band cannot oppose a value, so it must
-    not be blocked for opposing it (a model that scores clean answers tightly around zero would
-    otherwise get floors that stop short, neutral text).
+
+def calibrate_floors(safety: Any, harmless: list[tuple[Any, float]], harmful: Any) -> dict[str, float]:
+    """Floors on the safety values that block as many harmful answers as the harmless ones allow.
+
+    ``safety`` holds the four safety scores per answer; ``harmless`` pairs a row mask with the
+    largest share of those rows the floors may block; ``harmful`` masks the rows to catch. No floor
+    lies above -0.3: a score in the "no connection" band cannot oppose a value. The search starts
+    from the highest common floor within every limit, then trades between values: one floor a few
+    steps down, another as far up as the limits allow, kept when more harmful answers are caught.
     """
     import numpy as np
 
-    clean_scores = scores[clean][:, _SAFETY_COLUMNS]
-    lo, hi = 0.0, 1.0 - target
-    for _ in range(40):
-        q = (lo + hi) / 2
-        floors = np.quantile(clean_scores, q, axis=0)
-        passed = (clean_scores >= floors).all(axis=1).mean()
-        lo, hi = (q, hi) if passed >= target else (lo, q)
-    floors = np.minimum(np.quantile(clean_scores, lo, axis=0), -NO_CONNECTION)
-    return {v: round(float(f), 3) for v, f in zip(SAFETY_VALUES, floors)}
+    grid = np.round(np.arange(-1.0, -NO_CONNECTION + FLOOR_STEP / 2, FLOOR_STEP), 3)
+    top = len(grid) - 1
+
+    def blocked(at: list[int]) -> Any:
+        return (safety < grid[at]).any(axis=1)
+
+    def within(at: list[int]) -> bool:
+        hit = blocked(at)
+        return all(hit[mask].mean() <= limit + 1e-12 for mask, limit in harmless if mask.any())
+
+    def caught(at: list[int]) -> int:
+        return int(blocked(at)[harmful].sum())
+
+    def raised(at: list[int], value: int) -> list[int]:
+        """``at`` with ``value``'s floor as high as the limits allow."""
+        while at[value] < top:
+            up = [p + (v == value) for v, p in enumerate(at)]
+            if not within(up):
+                break
+            at = up
+        return at
+
+    common = top
+    while common and not within([common] * safety.shape[1]):
+        common -= 1
+    at, best = [common] * safety.shape[1], caught([common] * safety.shape[1])
+    improved = True
+    while improved:
+        improved = False
+        for value in range(len(at)):
+            for other in range(len(at)):
+                for steps in (0, 1, 2, 4, 8):
+                    if other == value or at[other] < steps:
+                        continue
+                    trial = raised([p - steps * (v == other) for v, p in enumerate(at)], value)
+                    if within(trial) and caught(trial) > best:
+                        at, best, improved = trial, caught(trial), True
+    return {v: float(grid[p]) for v, p in zip(SAFETY_VALUES, at)}
 
 
-def calibration(scorer: Any, evaluator: list[Example], target: float, progress: Progress) -> dict[str, Any]:
-    """Calibrate the default floors on training answers; the card's ``calibration`` entry."""
+def calibration(
+    scorer: Any, evaluator: list[Example], harm_held: list[Example], cfg: TrainConfig, progress: Progress
+) -> dict[str, Any]:
+    """Calibrate the default floors on training rows; the card's ``calibration`` entry.
+
+    Two limits: at most ``1 - clean_pass_rate`` of clean FULCRA training answers blocked, and at
+    most ``harmless_block_rate`` of the harm data's held-out harmless training answers; within
+    them, as many harmful answers (FULCRA's and the held-out harm rows') blocked as possible.
+    """
     import numpy as np
 
-    # Calibrate on what the product sees: full windowed scores of clean training answers.
-    scores = np.array([v.to_list() for v in scorer.score([(e.prompt, e.response) for e in evaluator])])
-    clean = np.array([is_clean(e.target) for e in evaluator])
-    harmful = np.array([is_harmful(e.target) for e in evaluator])
-    floors = calibrate_floors(scores, clean, target)
-    progress(f"calibrated floors {floors}")
+    rows = evaluator + harm_held
+    # Calibrate on what the product sees: full windowed scores (spans included).
+    scores = np.array([v.to_list() for v in scorer.score([(e.prompt, e.response) for e in rows])])
     safety = scores[:, _SAFETY_COLUMNS]
-    floor_row = np.array([floors[v] for v in SAFETY_VALUES])
+    n = len(evaluator)
+    fulcra = np.arange(len(rows)) < n
+    clean = np.array([is_clean(e.target) for e in evaluator] + [False] * len(harm_held))
+    harmless = np.array([False] * n + [e.harmful is False for e in harm_held])
+    harmful = np.array([is_harmful(e.target) for e in evaluator] + [bool(e.harmful) for e in harm_held])
+    floors = calibrate_floors(safety, [(clean, 1 - cfg.clean_pass_rate), (harmless, cfg.harmless_block_rate)], harmful)
+    progress(f"calibrated floors {floors}")
+    blocked = (safety < np.array([floors[v] for v in SAFETY_VALUES])).any(1)
+    rate = lambda mask: round(float(blocked[mask].mean()), 4) if mask.any() else None  # noqa: E731
     return {
-        "method": "per-value floors on security, conformity, benevolence, universalism at a common quantile q "
-        f"of clean training answers (evaluator_scores, no score < -0.3), q chosen so {target:.0%} of them pass "
-        "all four floors; no floor above -0.3 (the edge of the 'no connection' band)",
+        "method": "floors on security, conformity, benevolence, universalism, none above -0.3 (the edge of the "
+        "'no connection' band), searched in steps of 0.01 to block the most harmful training answers "
+        f"(FULCRA benevolence or universalism < -0.5, and held-out harm-data harmful answers) while blocking at most "
+        f"{1 - cfg.clean_pass_rate:.0%} of clean FULCRA training answers (no score < -0.3) and at most "
+        f"{cfg.harmless_block_rate:.0%} of held-out harm-data harmless answers",
+        "target": {"fulcra_clean_blocked_max": round(1 - cfg.clean_pass_rate, 4),
+                   "harm_harmless_blocked_max": cfg.harmless_block_rate},
         "floors": floors,
-        "train_clean_pass": round(float((safety[clean] >= floor_row).all(1).mean()), 4),
-        "train_block_opposed": round(float((safety[harmful] < floor_row).any(1).mean()), 4),
-    }
+        "train_clean_pass": round(1 - (rate(clean) or 0.0), 4),
+        "train_block_opposed": rate(harmful & fulcra),
+        "harm_validation": {"harmless_blocked": rate(harmless), "harmful_blocked": rate(harmful & ~fulcra),
+                            "n": int((~fulcra).sum())},
+    }  # fmt: skip
 
 
 def _hold_out(examples: list[Example], share: float) -> tuple[list[Example], list[Example]]:
@@ -268,39 +428,63 @@ def _floors_engine(floors: dict[str, float]) -> Any:
     return Engine(Policy(name="calibrated-floors", thresholds={v: {"min": f} for v, f in floors.items()}))
 
 
-def split_metrics(scorer: Any, floors: dict[str, float], data_dir: Path) -> dict[str, Any]:
+def split_metrics(scorer: Any, floors: dict[str, float], data_dir: Path, *, harm: bool = True) -> dict[str, Any]:
     """Metrics on the fixed test split with the calibrated floors as the policy (reported, never tuned on)."""
     from guardrail._evaluate import evaluate
 
-    return evaluate(scorer, _floors_engine(floors), data_dir)
+    return evaluate(scorer, _floors_engine(floors), data_dir, harm=harm)
 
 
 def validation_metrics(
-    scorer: Any, floors: dict[str, float], evaluator: list[Example], trustworthy: list[Example]
+    scorer: Any,
+    floors: dict[str, float],
+    evaluator: list[Example],
+    trustworthy: list[Example],
+    harm_held: list[Example],
 ) -> dict[str, Any]:
-    """The test split's metrics on held-out training prompts, to choose between runs without the test split."""
-    from guardrail._evaluate import evaluate_examples
+    """The test split's metrics on held-out training rows, to choose between runs without the test split."""
+    from guardrail._evaluate import evaluate_examples, evaluate_harm
 
-    return evaluate_examples(scorer, _floors_engine(floors), evaluator, trustworthy)
+    metrics = evaluate_examples(scorer, _floors_engine(floors), evaluator, trustworthy) if evaluator else {}
+    if harm_held:
+        metrics["harm"] = evaluate_harm(scorer, _floors_engine(floors), harm_held)
+    return metrics
 
 
-def recalibrate(model_dir: Path, data_dir: Path, progress: Progress = print) -> dict[str, Any]:
-    """Redo a trained model's calibration and test metrics (weights untouched) and rewrite its card."""
+def _harm_rows(data_dir: Path, cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
+    """Harm training rows as (trained on, held out for calibration and validation)."""
+    if not cfg.harm:
+        return [], []
+    rows = [e for e in load_harm(data_dir, "train") if e.subset is not None]
+    by_source: dict[str, list[Example]] = {}
+    for e in rows:
+        by_source.setdefault(e.subset or "", []).append(e)
+    rows = [e for group in by_source.values() for e in group[: cfg.limit]]
+    held = [is_validation(e.prompt, cfg.harm_validation) for e in rows]
+    return [e for e, h in zip(rows, held) if not h], [e for e, h in zip(rows, held) if h]
+
+
+def recalibrate(model_dir: Path, data_dir: Path, progress: Progress = print, *, harm: bool = True) -> dict[str, Any]:
+    """Redo a trained model's calibration and test metrics (weights untouched) and rewrite its card.
+
+    With ``harm`` False the harm data is left out: the floors then answer to FULCRA's clean answers
+    alone, and the card has no harm figures.
+    """
     from guardrail._model import read_card
     from guardrail._scorer import TransformerScorer
 
     card = read_card(model_dir)
-    hyper = card.get("hyperparameters", {})
-    target = hyper.get("clean_pass_rate", TrainConfig().clean_pass_rate)
-    share = hyper.get("validation", 0.0)
+    known = TrainConfig.model_fields
+    cfg = TrainConfig(**{k: v for k, v in card.get("hyperparameters", {}).items() if k in known})
     scorer = TransformerScorer(model_dir, device="cpu")
-    evaluator, held_evaluator = _hold_out([e for e in load_evaluator(data_dir) if not e.test], share)
-    card["calibration"] = calibration(scorer, evaluator, target, progress)
-    if share:
-        _, held_trustworthy = _hold_out([e for e in load_trustworthy(data_dir) if not e.test], share)
-        floors = card["calibration"]["floors"]
-        card["validation_metrics"] = validation_metrics(scorer, floors, held_evaluator, held_trustworthy)
-    card["metrics"] = split_metrics(scorer, card["calibration"]["floors"], data_dir)
+    evaluator, held_evaluator = _hold_out([e for e in load_evaluator(data_dir) if not e.test], cfg.validation)
+    _, harm_held = _harm_rows(data_dir, cfg.model_copy(update={"limit": None, "harm": cfg.harm and harm}))
+    card.setdefault("data", {})["harm_held_out"] = len(harm_held)
+    card["calibration"] = calibration(scorer, evaluator, harm_held, cfg, progress)
+    floors = card["calibration"]["floors"]
+    _, held_trustworthy = _hold_out([e for e in load_trustworthy(data_dir) if not e.test], cfg.validation)
+    card["validation_metrics"] = validation_metrics(scorer, floors, held_evaluator, held_trustworthy, harm_held)
+    card["metrics"] = split_metrics(scorer, floors, data_dir, harm=harm)
     write_json(model_dir / "card.json", card)
     return card
 
@@ -324,13 +508,18 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     touche = load_touche(data_dir)[: cfg.limit] if cfg.touche else []
     written = load_written()[: cfg.limit] if cfg.written else []
     two_part = mix_written(written, cfg.seed) if cfg.written_mix else []
-    examples: list[Example] = evaluator + trustworthy + touche + written + two_part
+    harm, harm_held = _harm_rows(data_dir, cfg)
+    harm_two_part = mix_harm(harm, cfg.harm_mix if cfg.limit is None else min(cfg.harm_mix, cfg.limit), cfg.seed)
+    examples: list[Example] = evaluator + trustworthy + touche + written + two_part + harm + harm_two_part
+    harm_counts = {source: sum(e.subset == source for e in harm) for source in HARM_SOURCES}
     progress(f"training on {len(evaluator)} evaluator + {len(trustworthy)} trustworthy + {len(touche)} Touché23 "
-             f"+ {len(written)} written + {len(two_part)} two-part")  # fmt: skip
+             f"+ {len(written)} written + {len(two_part)} two-part + harm {harm_counts} + {len(harm_two_part)} "
+             f"harm two-part; {len(harm_held)} harm rows held out")  # fmt: skip
 
     model_cfg = ModelConfig(
         model_id=cfg.model_id, encoder=cfg.encoder, layers=cfg.layers, hidden=cfg.hidden,
         max_length=cfg.max_length, prompt_tokens=cfg.prompt_tokens, window_overlap=cfg.window_overlap,
+        span_tokens=cfg.span_tokens, span_stride=cfg.span_stride if cfg.span_tokens else 0,
         adapter=AdapterConfig(rank=cfg.adapter_rank, alpha=cfg.adapter_alpha,
                               target_modules=cfg.adapter_targets) if cfg.adapter_rank else None,
     )  # fmt: skip
@@ -342,17 +531,23 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     targets = torch.tensor([e.target for e in examples], dtype=torch.float32)
     weights = _loss_weights(examples, targets, cfg)
     targets = targets.nan_to_num(0.0)  # masked by a zero weight
-    head = _fit_head(features, targets, weights, cfg)
+    labels = [harm_label(e) for e in examples]
+    harmful = torch.tensor([math.nan if x is None else float(x) for x in labels], dtype=torch.float32)
+    if not cfg.harm:
+        harmful = torch.full_like(harmful, math.nan)
+    head = _fit_head(features, targets, weights, harmful, cfg)
+    progress(f"fitted the head over frozen features at {time.perf_counter() - started:.0f}s")
     adapter = None
     if cfg.adapter_rank:
         from peft import get_peft_model_state_dict
 
-        wrapped = _finetune(scorer, examples, targets, weights, head, cfg, progress)
+        wrapped = _finetune(scorer, examples, targets, weights, harmful, head, cfg, progress)
         adapter = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(wrapped).items()}
         scorer.replace_encoder(wrapped.merge_and_unload())
     scorer.replace_head(head)
+    fitted = time.perf_counter() - started
 
-    calibrated = calibration(scorer, evaluator, cfg.clean_pass_rate, progress)
+    calibrated = calibration(scorer, evaluator, harm_held, cfg, progress)
 
     output.mkdir(parents=True, exist_ok=True)
     save_file({k: v.cpu().contiguous() for k, v in head.state_dict().items()}, str(output / "head.safetensors"))
@@ -364,22 +559,29 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
         "base_encoder": cfg.encoder,
         "architecture": (f"LoRA rank {cfg.adapter_rank} on {cfg.adapter_targets}" if cfg.adapter_rank
                          else "frozen encoder") + f", mean-pooled hidden layers {cfg.layers}, "
-        f"MLP head ({cfg.hidden} hidden, GELU), tanh; trained head first, then jointly (LP-FT)",
-        "data": {"files": file_hashes(data_dir, touche=cfg.touche, written=cfg.written), "train_examples": {
+        f"MLP head ({cfg.hidden} hidden, GELU), tanh; trained head first, then jointly (LP-FT)"
+        + (f"; spans of {cfg.span_tokens} response tokens every {cfg.span_stride} scored by the same head"
+           if cfg.span_tokens else ""),
+        "data": {"files": file_hashes(data_dir, touche=cfg.touche, written=cfg.written, harm=cfg.harm),
+                 "train_examples": {
             "evaluator_scores": len(evaluator), "trustworthy": len(trustworthy), "touche23": len(touche),
-            "written": len(written), "written_two_part": len(two_part)}},
-        "split_rule": SPLIT_RULE + "  (test rows are never trained on)",
-        **({"validation_rule": f"{VALIDATION_RULE}  (share {cfg.validation}; FULCRA rows only, held out of training)"}
-           if cfg.validation else {}),
+            "written": len(written), "written_two_part": len(two_part),
+            **{f"harm_{k}": n for k, n in harm_counts.items()},
+            "harm_two_part": len(harm_two_part)}, "harm_held_out": len(harm_held)},
+        "split_rule": SPLIT_RULE + "  (test rows are never trained on; harm rows: their file's split)",
+        "validation_rule": f"{VALIDATION_RULE}  (harm rows: share {cfg.harm_validation}; FULCRA rows: share "
+        f"{cfg.validation}; held out of training)",
         "hyperparameters": cfg.model_dump(mode="json"),
         "calibration": calibrated,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "device": scorer.device},
+                        "device": scorer.device, "threads": torch.get_num_threads()},
         "train_seconds": round(time.perf_counter() - started, 1),
+        "fit_seconds": round(fitted, 1),
     }  # fmt: skip
-    if cfg.validation:
-        card["validation_metrics"] = validation_metrics(scorer, calibrated["floors"], held_evaluator, held_trustworthy)
-        progress(f"validation split: {card['validation_metrics']}")
+    card["validation_metrics"] = validation_metrics(
+        scorer, calibrated["floors"], held_evaluator, held_trustworthy, harm_held
+    )
+    progress(f"validation split: {card['validation_metrics']}")
     if cfg.evaluate:
         card["metrics"] = split_metrics(scorer, calibrated["floors"], data_dir)
         progress(f"test split: {card['metrics']}")

@@ -280,10 +280,27 @@ def test_score_missing_input(tmp_path: Path) -> None:
 # -- demo, train, eval ---------------------------------------------------------------------
 
 
+# Scripted turns the shipped model decides against the script (README: Limits). Strict: when a better
+# model gets one right, this test fails until the turn is taken off the list.
+DEMO_KNOWN_MISSES = {
+    "Can you help me write a thank-you note to my neighbour?",  # blocked: universalism below its floor
+    "I feel so lonely lately. Any advice?",  # allowed: the cruel sentence after the kind opening is missed
+}
+
+
 def test_demo() -> None:
+    """Every scripted answer is decided as the script says (known misses apart), and the table shows it."""
+    from guardrail import Guard
+    from guardrail._demo import SCRIPT
+
+    verdicts = Guard().check_many([t.response for t in SCRIPT], [t.prompt for t in SCRIPT])
+    decided = {t.prompt: v.decision for t, v in zip(SCRIPT, verdicts)}
+    wrong = {t.prompt for t in SCRIPT if decided[t.prompt] != t.expected}
+    assert wrong == DEMO_KNOWN_MISSES, decided
     stdout = expect(invoke("demo"), 0).stdout
-    assert "allow" in stdout
-    assert "block" in stdout
+    stopped = sum(not v.allowed for v in verdicts)
+    assert f"{len(SCRIPT)} responses, {stopped} stopped" in stdout
+    assert stdout.count("block") >= stopped and "allow" in stdout
 
 
 @pytest.fixture(scope="module")
@@ -299,24 +316,44 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 
 def test_train_writes_model_dir(trained: Path) -> None:
+    from guardrail._data import HARM_SOURCES
+
     for name in ("config.json", "head.safetensors", "adapter.safetensors", "card.json"):
         assert (trained / name).is_file(), name
     card = json.loads((trained / "card.json").read_text(encoding="utf-8"))
     files = card["data"]["files"]
-    assert len(files) == 8 and all(len(h) == 64 for h in files.values())
+    # FULCRA (3 evaluator files, trustworthy), Touché23 (2), harm (4), written (2)
+    assert len(files) == 12 and all(len(h) == 64 for h in files.values())
     assert {"guardrail/data/written_benign.jsonl", "guardrail/data/written_harmful.jsonl"} <= set(files)
+    assert {f"harm/{source}.jsonl" for source in HARM_SOURCES} <= set(files)
     assert card["split_rule"].startswith("test = int(sha1(")
     assert card["hyperparameters"]["limit"] == 16
     assert card["hyperparameters"]["epochs"] == 2
+    assert card["hyperparameters"]["harm"] is True
     counts = card["data"]["train_examples"]
     # --validation holds out FULCRA prompts only: the first 16 rows of each source, less those.
     assert 0 < counts.pop("evaluator_scores") < 16 and 0 < counts.pop("trustworthy") <= 16
+    # Harm rows: the first 16 of each file, less those held out for calibration and validation.
+    harm = {source: counts.pop(f"harm_{source}") for source in HARM_SOURCES}
+    assert all(0 < n <= 16 for n in harm.values()), harm
+    assert sum(harm.values()) + card["data"]["harm_held_out"] == 4 * 16
+    assert counts.pop("harm_two_part") == 2 * 16  # --limit caps the two-part answers: 16 harmful, 16 harmless
     assert counts == {"touche23": 16, "written": 16, "written_two_part": 16}
     assert card["hyperparameters"]["validation"] == 0.2
     assert card["validation_rule"].startswith('validation = int(sha1(("validation:" + prompt')
-    assert set(card["validation_metrics"]) >= {"pearson_mean_safety", "auroc_opposed", "allow_rate_clean"}
-    assert set(card["calibration"]["floors"]) == {"security", "conformity", "benevolence", "universalism"}
+    held_out = card["validation_metrics"]
+    assert set(held_out) >= {"pearson_mean_safety", "auroc_opposed", "allow_rate_clean", "harm"}
+    assert "pooled" in held_out["harm"] and set(held_out["harm"]) <= {"pooled", *HARM_SOURCES}
+    assert held_out["harm"]["pooled"]["n"] == card["data"]["harm_held_out"]
+    calibration = card["calibration"]
+    assert set(calibration["floors"]) == {"security", "conformity", "benevolence", "universalism"}
+    assert calibration["target"] == {"fulcra_clean_blocked_max": 0.02, "harm_harmless_blocked_max": 0.05}
+    assert calibration["harm_validation"]["n"] == card["data"]["harm_held_out"]
     assert "metrics" not in card  # --skip-eval
+    text = expect(invoke("model-card", "--model", str(trained)), 0).stdout
+    assert "a hinge loss on the harm data's labels" in text
+    assert "harm data (" in text and "Target: at most 0.020 of clean FULCRA training answers blocked" in text
+    assert "GPTFuzz is MIT, DiaSafety is Apache-2.0" in text
 
 
 def test_trained_model_loads(trained: Path) -> None:
@@ -345,6 +382,10 @@ def test_model_card_shows_metrics_weak_spots_and_licence() -> None:
     assert f"| {metrics['auroc_opposed']:.3f} |" in text
     assert "Weak spots" in text and "CC BY-NC 4.0" in text
     assert card["split_rule"] in text
+    if "harm" in metrics:  # models trained since the harm data came in
+        assert "AUROC of the L1 safety risk" in text
+        pooled = metrics["harm"]["pooled"]
+        assert f"| **pooled** | **{pooled['n']:,} ({pooled['harmful']:,})** | **{pooled['auroc']:.3f}** |" in text
     assert json.loads(expect(invoke("model-card", "--json"), 0).stdout) == card
 
 
@@ -362,11 +403,13 @@ def test_model_card_missing_dir(tmp_path: Path) -> None:
 
 
 def test_calibrate_rewrites_the_card(trained: Path, data_dir: Path) -> None:
-    result = expect(invoke("calibrate", "--data", str(data_dir), "--model", str(trained)), 0)
+    # --no-harm keeps this smoke run short; training with harm rows calibrates on them (test above).
+    result = expect(invoke("calibrate", "--data", str(data_dir), "--model", str(trained), "--no-harm"), 0)
     assert f"recalibrated {trained}" in result.stdout
     card = json.loads((trained / "card.json").read_text(encoding="utf-8"))
     assert all(f <= -0.3 for f in card["calibration"]["floors"].values())  # never inside "no connection"
     assert set(card["metrics"]) >= {"pearson", "auroc_opposed", "allow_rate_clean", "block_rate_opposed"}
+    assert "harm" not in card["metrics"] and card["data"]["harm_held_out"] == 0
     # Trained with --validation: calibrated without the held-out prompts, which are measured again.
     assert card["validation_metrics"]["n"]["evaluator_scores"] > 500
     text = expect(invoke("model-card", "--model", str(trained)), 0).stdout

@@ -11,15 +11,19 @@ from pathlib import Path
 import pytest
 
 from guardrail._data import (
+    HARM_SOURCES,
     SPLIT_RULE,
     Example,
     file_hashes,
+    harm_label,
     is_test,
     is_validation,
     load_evaluator,
+    load_harm,
     load_touche,
     load_trustworthy,
     load_written,
+    mix_harm,
     mix_written,
     written_files,
 )
@@ -309,3 +313,70 @@ def test_mixed_written_examples_keep_late_harm_harmful() -> None:
     assert "+" in harmful.origin  # names both lines it was built from
     benign = next(m for e, m in zip(written, mixed) if min(x for x in e.target if not math.isnan(x)) >= 0)
     assert min(x for x in benign.target if not math.isnan(x)) >= -0.3  # two benign answers stay benign
+
+
+# -- harm data -------------------------------------------------------------------------------
+
+
+def test_real_harm_rows_keep_their_files_split(data_dir: Path) -> None:
+    rows = load_harm(data_dir)
+    assert {e.subset for e in rows} == set(HARM_SOURCES)
+    train, test = load_harm(data_dir, "train"), load_harm(data_dir, "test")
+    assert len(train) + len(test) == len(rows) and len(train) > 15_000 and len(test) > 6_000
+    assert all(e.test for e in test) and not any(e.test for e in train)
+    # The data README: no test prompt of FULCRA's fixed split is a training row of any source.
+    assert not any(is_test(e.prompt) for e in train if e.prompt)
+    assert all(math.isnan(x) for x in train[0].target)  # the labels say nothing about the ten values
+    assert {e.harmful for e in train} == {True, False}
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"prompt": "p", "response": "r", "harmful": "yes", "split": "train"}, "'harmful' (bool)"),
+        ({"prompt": "p", "response": 3, "harmful": True, "split": "train"}, "'response' (string)"),
+        ({"prompt": "p", "response": "r", "harmful": True, "split": "dev"}, "'split' (train or test)"),
+        ({"prompt": 7, "response": "r", "harmful": True, "split": "test"}, "'prompt' must be a string"),
+    ],
+)
+def test_harm_bad_row_names_file_and_line(tmp_path: Path, row: dict[str, object], message: str) -> None:
+    folder = tmp_path / "harm"
+    folder.mkdir()
+    for name in HARM_SOURCES:
+        (folder / f"{name}.jsonl").write_text("", encoding="utf-8")
+    good = {"prompt": "p", "response": "r", "harmful": False, "split": "train"}
+    (folder / "gptfuzz.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"gptfuzz\.jsonl:2: .*{re.escape(message)}"):
+        load_harm(tmp_path)
+
+
+def test_harm_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"harm/beavertails\.jsonl: missing"):
+        load_harm(tmp_path)
+
+
+def test_harm_two_part_answers(data_dir: Path) -> None:
+    train = load_harm(data_dir, "train")
+    mixed = mix_harm(train, 50, seed=0)
+    assert len(mixed) == 100 and mixed == mix_harm(train, 50, seed=0)
+    assert [m.harmful for m in mixed] == [True] * 50 + [False] * 50
+    by_origin = {e.origin: e for e in train}
+    for m in mixed:
+        tail, lead = (by_origin[o] for o in m.origin.split("+"))
+        assert m.response.endswith(tail.response.strip()) and m.prompt == tail.prompt
+        assert lead.harmful is False and m.subset == "mix"
+        assert len(m.response) - len(tail.response) <= 702  # a lead of at most 700 characters and a space
+    assert mix_harm([], 5) == []
+
+
+def test_harm_label_from_labels_and_targets() -> None:
+    nan = math.nan
+    harm = Example("p", "r", (nan,) * 10, "harm", "x", harmful=True)
+    assert harm_label(harm) is True
+    clean = Example("p", "r", (0.1,) * 10, "evaluator", "x")
+    hateful = Example("p", "r", (0.0,) * 8 + (-0.6, 0.0), "evaluator", "x")
+    unclear = Example("p", "r", (0.0,) * 5 + (-0.4,) + (0.0,) * 4, "evaluator", "x")
+    assert (harm_label(clean), harm_label(hateful), harm_label(unclear)) == (False, True, None)
+    written = Example("p", "r", (nan,) * 7 + (-0.8, nan, nan), "written", "x")
+    assert harm_label(written) is True
+    assert harm_label(Example("p", "r", (1.0,) + (0.0,) * 9, "touche", "x")) is None

@@ -431,7 +431,10 @@ def test_langchain_each_part_is_checked_on_its_own_span(
     assert answer.response_metadata["guardrail"]["part"]["kind"] == "tool_call" and not answer.tool_calls
     spans = finished(exporter, PARTS, "fake-gpt")
     assert parts_of(spans["guardrail.check"]) == [
-        ("content", 0, 0, None, "allow"), ("reasoning", 0, 0, None, "allow"), ("tool_call", 0, 0, "get_tip", "block")]
+        ("content", 0, 0, None, "allow"),
+        ("reasoning", 0, 0, None, "allow"),
+        ("tool_call", 0, 0, "get_tip", "block"),
+    ]
     assert_call(spans["guardrail.call"][0], parted, integration="langchain", final="block", streamed=False)
 
 
@@ -441,7 +444,10 @@ def test_langchain_stream_checks_each_held_part_on_its_own_span(guard: Guard, ex
     assert chunks[-1].response_metadata["guardrail"]["decision"] == "allow"
     spans = finished(exporter, STREAMED_PARTS, "fake-gpt")
     assert [p[:4] for p in parts_of(spans["guardrail.check"])] == [
-        ("content", 0, 0, None), ("content", 0, 0, None), ("reasoning", 0, 0, None)]
+        ("content", 0, 0, None),
+        ("content", 0, 0, None),
+        ("reasoning", 0, 0, None),
+    ]
     assert_call(spans["guardrail.call"][0], guard, integration="langchain", final="allow", streamed=True)
 
 

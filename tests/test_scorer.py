@@ -42,6 +42,22 @@ def test_auto_device_is_cpu_without_a_gpu() -> None:
     assert pick_device("cpu") == "cpu"
 
 
+@pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x", "CPU"])
+def test_unknown_device_is_a_clear_error(device: str) -> None:
+    with pytest.raises(ModelLoadError, match=rf"device '{device}': expected auto, cpu, cuda or cuda:N"):
+        pick_device(device)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        assert pick_device("cuda") == "cuda"
+        return
+    with pytest.raises(ModelLoadError, match="no CUDA device is visible"):
+        pick_device("cuda:0")
+
+
 def test_scores_are_ten_values_in_range(scorer: TransformerScorer) -> None:
     [vector] = scorer.score([("How do I bake bread?", BENIGN)])
     assert isinstance(vector, ValueVector)
