@@ -42,7 +42,7 @@ def test_epoch_shares_show_every_row_over_the_epochs() -> None:
     nan = (math.nan,) * 10
     rows = [Example("p", str(i), nan, "harm", "x", harmful=True, subset="diasafety") for i in range(10)]
     rows += [Example("p", "f", (0.0,) * 10, "evaluator", "x")] * 3
-    cfg = TrainConfig()
+    cfg = TrainConfig(epoch_shares={"diasafety": 0.5})
     shares = [_share_of(e, cfg) for e in rows]
     assert shares[:10] == [0.5] * 10 and shares[10:] == [1.0] * 3
     first, second = (_epoch_rows(shares, epoch) for epoch in (0, 1))
