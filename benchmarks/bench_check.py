@@ -36,6 +36,22 @@ RESPONSE_60 = (
 )
 
 
+def machine(scorer: TransformerScorer) -> dict[str, object]:
+    """Where a scorer's figures come from: device, runtime, dtype, torch, CPU and GPU."""
+    import torch
+
+    return {
+        "device": scorer.device,
+        "runtime": scorer.runtime,
+        "dtype": str(scorer.dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -63,7 +79,6 @@ def main() -> None:
 
 
 def measure(model: str | None, args: argparse.Namespace) -> dict[str, object]:
-    import torch
 
     from guardrail import Guard, TransformerScorer
 
@@ -94,14 +109,7 @@ def measure(model: str | None, args: argparse.Namespace) -> dict[str, object]:
         "batch_seconds": round(batch_s, 3),
         "batch_responses_per_s": round(args.batch / batch_s, 1),
         "model": scorer.model_id,
-        "device": scorer.device,
-        "runtime": scorer.runtime,
-        "dtype": str(scorer.dtype).replace("torch.", ""),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        **machine(scorer),
         "model_dir": model,
         **extra,
     }

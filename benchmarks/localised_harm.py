@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_check import cpu_name
+from bench_check import machine
 
 if TYPE_CHECKING:
     from guardrail._data import Example
@@ -228,14 +228,7 @@ def measure(
             f"offsets_up_to_{NEAR}": near,
             "texts_scored": len(texts),
         },
-        "device": scorer.device,
-        "runtime": scorer.runtime,
-        "dtype": str(scorer.dtype).replace("torch.", ""),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        **machine(scorer),
         "load_seconds": round(loaded_s, 1),
         "seconds": round(seconds, 1),
     }
