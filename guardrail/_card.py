@@ -41,8 +41,8 @@ def weak_spots(metrics: dict[str, Any]) -> list[str]:
     return spots
 
 
-def _figure(value: float | None) -> str:
-    # None: the rows held one class only, so the figure is undefined.
+def figure(value: float | None) -> str:
+    """A figure as printed (three decimals); ``n/a`` when the rows held one class only (undefined)."""
     return "n/a" if value is None else f"{value:.3f}"
 
 
@@ -51,8 +51,8 @@ def _harm_summary(harm: dict[str, Any]) -> str:
     pooled = harm["pooled"]
     return (
         f"harm data ({pooled['n']:,} answers, {pooled['harmful']:,} harmful): AUROC (L1 safety risk) "
-        f"{_figure(pooled['auroc'])}, F1 {_figure(pooled['f1'])}, recall {_figure(pooled['recall'])}, "
-        f"false-positive rate {_figure(pooled['fpr'])}"
+        f"{figure(pooled['auroc'])}, F1 {figure(pooled['f1'])}, recall {figure(pooled['recall'])}, "
+        f"false-positive rate {figure(pooled['fpr'])}"
     )
 
 
@@ -66,7 +66,7 @@ def _harm_table(harm: dict[str, Any]) -> list[str]:
 
     def row(name: str, figures: dict[str, Any], bold: bool = False) -> str:
         cells = [f"{figures['n']:,} ({figures['harmful']:,})"]
-        cells += [_figure(figures[k]) for k in ("auroc", "f1", "recall", "fpr")]
+        cells += [figure(figures[k]) for k in ("auroc", "f1", "recall", "fpr")]
         mark = "**" if bold else ""
         return f"| {mark}{name}{mark} | " + " | ".join(f"{mark}{c}{mark}" for c in cells) + " |"
 
@@ -87,18 +87,18 @@ def _calibration(cal: dict[str, Any]) -> str:
         clean_blocked = None if clean is None else round(1 - clean, 4)
         line += (
             f" Target: at most {target['fulcra_clean_blocked_max']:.3f} of clean FULCRA training answers blocked "
-            f"(reached {_figure(clean_blocked)})"
+            f"(reached {figure(clean_blocked)})"
         )
         if held.get("n"):  # no harm rows held out (trained without the harm data): that limit had nothing to hold
             line += (
                 f" and at most {target['harm_harmless_blocked_max']:.3f} of the held-out harmless harm-data answers "
-                f"(reached {_figure(held.get('harmless_blocked'))}; {held['n']:,} harm-data training answers held out)"
+                f"(reached {figure(held.get('harmless_blocked'))}; {held['n']:,} harm-data training answers held out)"
             )
         line += (
             f"; harmful answers blocked: FULCRA (benevolence or universalism < -0.5) "
-            f"{_figure(cal.get('train_block_opposed'))}"
+            f"{figure(cal.get('train_block_opposed'))}"
         )
-        line += f", held-out harm data {_figure(held.get('harmful_blocked'))}." if held.get("n") else "."
+        line += f", held-out harm data {figure(held.get('harmful_blocked'))}." if held.get("n") else "."
     return line
 
 
@@ -110,7 +110,7 @@ def _validation(card: dict[str, Any], held_out: dict[str, Any]) -> str:
         kind = " (L1 safety risk)" if "auroc_opposed_policy" in held_out else ""
         parts.append(
             f"r {held_out['pearson_mean_safety']:.3f} (4 safety values), {held_out['pearson_mean_all']:.3f} (all "
-            f"ten), macro-F1 {held_out['macro_f1_mean']:.3f}, AUROC{kind} {_figure(held_out['auroc_opposed'])}, "
+            f"ten), macro-F1 {held_out['macro_f1_mean']:.3f}, AUROC{kind} {figure(held_out['auroc_opposed'])}, "
             f"clean allowed {held_out['allow_rate_clean']:.3f}, opposed blocked {held_out['block_rate_opposed']:.3f}"
         )
     if held_out.get("harm"):
@@ -166,9 +166,9 @@ def render_markdown(card: dict[str, Any]) -> str:
             "| policy metric (calibrated floors) | value |",
             "|---|---|",
             f'| AUROC of {ranked_by} for "some value opposed" ({n["trustworthy_opposed"]} of '
-            f"{n['trustworthy']} opposed) | {_figure(metrics['auroc_opposed'])} |",
+            f"{n['trustworthy']} opposed) | {figure(metrics['auroc_opposed'])} |",
             *(
-                [f"| AUROC of the policy's risk (its largest margin) for the same | {_figure(policy_auroc)} |"]
+                [f"| AUROC of the policy's risk (its largest margin) for the same | {figure(policy_auroc)} |"]
                 if "auroc_opposed_policy" in metrics
                 else []
             ),

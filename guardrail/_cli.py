@@ -364,37 +364,24 @@ def evaluate(
     """Measure the scorer and policy on the fixed held-out split and, with --harm, on the harm data's test rows."""
     from rich.progress import Progress
 
-    from guardrail._card import HARM_NAMES
-    from guardrail._data import load_evaluator, load_harm, load_trustworthy
-    from guardrail._evaluate import evaluate_examples, evaluate_harm
+    from guardrail._card import HARM_NAMES, figure
+    from guardrail._evaluate import evaluate_rows, held_out_rows
 
-    # The rows guardrail._evaluate.evaluate() measures (the model card's metrics), read here once:
-    # a bad --data fails before the model loads, and the bar knows its total.
+    # Read before the model loads: a bad --data fails at once, and the bar knows its total.
     try:
-        evaluator = [e for e in load_evaluator(data) if e.test]
-        trustworthy = [e for e in load_trustworthy(data) if e.test]
-        harm_rows = load_harm(data, "test") if harm else []
+        rows = held_out_rows(data, harm=harm)
     except GuardrailError as exc:
         _fail(str(exc))
     guard = _guard(policy, model, device)
     try:
         with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("evaluating", total=len(evaluator) + len(trustworthy) + len(harm_rows))
-
-            def advance(n: int) -> None:
-                bar.advance(task, n)
-
-            report = evaluate_examples(guard.scorer, guard.engine, evaluator, trustworthy, advance)
-            if harm:
-                report["harm"] = evaluate_harm(guard.scorer, guard.engine, harm_rows, advance)
+            task = bar.add_task("evaluating", total=len(rows))
+            report = evaluate_rows(guard.scorer, guard.engine, rows, lambda n: bar.advance(task, n))
     except GuardrailError as exc:
         _fail(str(exc))
     if as_json:
         print(json.dumps(report))
         return
-
-    def figure(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.3f}"  # None: the rows hold one class only
 
     table = Table(title=f"held-out split ({report['policy']['name']} policy)")
     for column in ("value", "pearson r", "macro-F1"):

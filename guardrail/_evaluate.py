@@ -22,6 +22,7 @@ universalism of ``1 - score``: policy-free, so it ranks any model the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,42 @@ def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float:
     return float((rank_sum - pos * (pos + 1) / 2) / (pos * neg))
 
 
+@dataclass(frozen=True, slots=True)
+class HeldOutRows:
+    """The held-out rows ``guardrail eval`` and the model card measure."""
+
+    evaluator: list[Example]
+    trustworthy: list[Example]
+    harm: list[Example]
+    """Harm data test rows; empty when harm detection is not measured."""
+
+    def __len__(self) -> int:
+        return len(self.evaluator) + len(self.trustworthy) + len(self.harm)
+
+
+def held_out_rows(data_dir: Path, *, harm: bool = True) -> HeldOutRows:
+    """Read the fixed test split (and, with ``harm``, the harm data's test rows) from ``data_dir``."""
+    return HeldOutRows(
+        [e for e in load_evaluator(data_dir) if e.test],
+        [e for e in load_trustworthy(data_dir) if e.test],
+        load_harm(data_dir, "test") if harm else [],
+    )
+
+
+def evaluate_rows(
+    scorer: Scorer,
+    engine: Engine,
+    rows: HeldOutRows,
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """The metrics above on ``rows``; a ``harm`` entry when they hold harm rows."""
+    metrics = evaluate_examples(scorer, engine, rows.evaluator, rows.trustworthy, progress, batch_size)
+    if rows.harm:
+        metrics["harm"] = evaluate_harm(scorer, engine, rows.harm, progress)
+    return metrics
+
+
 def evaluate(
     scorer: Scorer,
     engine: Engine,
@@ -100,12 +137,7 @@ def evaluate(
     harm: bool = True,
 ) -> dict[str, Any]:
     """Score the test split and return the metrics above as a JSON-ready dict (``harm``: with the harm rows)."""
-    evaluator = [e for e in load_evaluator(data_dir) if e.test]
-    trustworthy = [e for e in load_trustworthy(data_dir) if e.test]
-    metrics = evaluate_examples(scorer, engine, evaluator, trustworthy, progress, batch_size)
-    if harm:
-        metrics["harm"] = evaluate_harm(scorer, engine, load_harm(data_dir, "test"), progress)
-    return metrics
+    return evaluate_rows(scorer, engine, held_out_rows(data_dir, harm=harm), progress, batch_size)
 
 
 def _score_all(

@@ -98,13 +98,18 @@ def pool_spans(
     return window, spans, counts >= SPAN_MIN_TOKENS
 
 
+def lowest_span(spans: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per value, the lowest score over the valid spans: (batch, values); 1.0 where no span is valid."""
+    return torch.where(valid.unsqueeze(-1), spans, torch.ones_like(spans)).min(dim=1).values
+
+
 def combine_spans(window: torch.Tensor, spans: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """A window's scores with its spans counted: per value, the most opposing valid span when it
     opposes the value (below -0.3) and more than the window does; else the window's own score.
 
     ``window`` (batch, values), ``spans`` (batch, spans, values), ``valid`` (batch, spans).
     """
-    lowest = torch.where(valid.unsqueeze(-1), spans, torch.ones_like(spans)).min(dim=1).values
+    lowest = lowest_span(spans, valid)
     return torch.where((lowest < window) & (lowest < -NO_CONNECTION), lowest, window)
 
 

@@ -32,7 +32,7 @@ from guardrail._data import (
     mix_written,
 )
 from guardrail._evaluate import is_clean, is_harmful
-from guardrail._model import PACKAGED_ENCODER, AdapterConfig, ModelConfig, write_json
+from guardrail._model import PACKAGED_ENCODER, AdapterConfig, ModelConfig, span_stride, write_json
 from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES
 
 Progress = Callable[[str], None]
@@ -248,7 +248,7 @@ def _finetune(
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from guardrail._head import pool_spans
+    from guardrail._head import lowest_span, pool, pool_spans
 
     torch.manual_seed(cfg.seed)
     encoder = get_peft_model(
@@ -278,7 +278,7 @@ def _finetune(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
     )
-    stride = cfg.span_stride or max(1, cfg.span_tokens // 2)
+    span_tokens, stride = scorer.config.span_tokens, span_stride(scorer.config)  # as scoring will pool them
     encoder.train()
     head.train()
     step, started = 0, time.perf_counter()
@@ -294,14 +294,11 @@ def _finetune(
             idx = batches[b]
             drop = (torch.rand(len(idx), generator=generator) < cfg.prompt_dropout).tolist()
             batch = scorer.collate([bare[i] if d and not keeps_prompt[i] else windows[i] for i, d in zip(idx, drop)])
-            if cfg.span_tokens:
-                window, spans, valid = pool_spans(encoder, batch, cfg.layers, cfg.span_tokens, stride)
+            if span_tokens:
+                window, spans, valid = pool_spans(encoder, batch, cfg.layers, span_tokens, stride)
                 pred = head(window)
-                span_scores = torch.where(valid.unsqueeze(-1), head(spans), torch.ones_like(pred).unsqueeze(1))
-                lowest = torch.minimum(pred, span_scores.min(dim=1).values)
+                lowest = torch.minimum(pred, lowest_span(head(spans), valid))
             else:
-                from guardrail._head import pool
-
                 pred = lowest = head(pool(encoder, batch, cfg.layers))
             device = pred.device
             loss = _loss(pred, lowest, targets[idx].to(device), weights[idx].to(device), harmful[idx].to(device), cfg)
@@ -370,8 +367,8 @@ def calibrate_floors(safety: Any, harmless: list[tuple[Any, float]], harmful: An
                     if other == value or at[other] < steps:
                         continue
                     trial = raised([p - steps * (v == other) for v, p in enumerate(at)], value)
-                    if within(trial) and caught(trial) > best:
-                        at, best, improved = trial, caught(trial), True
+                    if within(trial) and (got := caught(trial)) > best:
+                        at, best, improved = trial, got, True
     return {v: float(grid[p]) for v, p in zip(SAFETY_VALUES, at)}
 
 
@@ -398,7 +395,10 @@ def calibration(
     floors = calibrate_floors(safety, [(clean, 1 - cfg.clean_pass_rate), (harmless, cfg.harmless_block_rate)], harmful)
     progress(f"calibrated floors {floors}")
     blocked = (safety < np.array([floors[v] for v in SAFETY_VALUES])).any(1)
-    rate = lambda mask: round(float(blocked[mask].mean()), 4) if mask.any() else None  # noqa: E731
+
+    def rate(mask: Any) -> float | None:
+        return round(float(blocked[mask].mean()), 4) if mask.any() else None
+
     return {
         "method": "floors on security, conformity, benevolence, universalism, none above -0.3 (the edge of the "
         "'no connection' band), searched in steps of 0.01 to block the most harmful training answers "
@@ -455,11 +455,8 @@ def _harm_rows(data_dir: Path, cfg: TrainConfig) -> tuple[list[Example], list[Ex
     """Harm training rows as (trained on, held out for calibration and validation)."""
     if not cfg.harm:
         return [], []
-    rows = [e for e in load_harm(data_dir, "train") if e.subset is not None]
-    by_source: dict[str, list[Example]] = {}
-    for e in rows:
-        by_source.setdefault(e.subset or "", []).append(e)
-    rows = [e for group in by_source.values() for e in group[: cfg.limit]]
+    train = load_harm(data_dir, "train")
+    rows = [e for source in HARM_SOURCES for e in [e for e in train if e.subset == source][: cfg.limit]]
     held = [is_validation(e.prompt, cfg.harm_validation) for e in rows]
     return [e for e, h in zip(rows, held) if not h], [e for e, h in zip(rows, held) if h]
 
