@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -360,6 +361,28 @@ def test_trained_model_loads(trained: Path) -> None:
     data = check_json("--model", str(trained), HATEFUL)
     assert data["decision"] in ("allow", "block")  # a 32-example model: only that it runs
     assert list(data["scores"]) == list(VALUES)
+
+
+def test_trained_model_scores_spans_alike_in_torch_and_onnx(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training writes span scoring into the model; the exported ONNX graph pools spans as PyTorch does."""
+    from guardrail import TransformerScorer
+
+    config = json.loads((trained / "config.json").read_text(encoding="utf-8"))
+    assert (config["span_tokens"], config["span_stride"]) == (32, 16)
+    monkeypatch.setenv("GUARDRAIL_CACHE_DIR", str(tmp_path))
+    items = [("How do I settle in?", "Visit the parks and meet the neighbours. " * 20 + HATEFUL), (None, "Thanks!")]
+    torch_scores = TransformerScorer(trained, runtime="torch", device="cpu").score(items)
+    onnx_scores = TransformerScorer(trained, runtime="onnx", device="cpu").score(items)
+    for a, b in zip(torch_scores, onnx_scores):
+        assert max(abs(x - y) for x, y in zip(a.to_list(), b.to_list())) < 1e-4
+    # The spans decide some of these scores: the same weights scoring windows only differ.
+    windows_only = tmp_path / "windows-only"
+    shutil.copytree(trained, windows_only)
+    (windows_only / "config.json").write_text(json.dumps({**config, "span_tokens": 0, "span_stride": 0}))
+    plain = TransformerScorer(windows_only, runtime="torch", device="cpu").score(items[:1])[0]
+    assert plain.to_list() != torch_scores[0].to_list()
 
 
 def test_train_missing_data() -> None:
