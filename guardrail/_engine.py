@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from guardrail._policy import ACTION_STRENGTH, Distance, Policy, Range, Region, SeverityRank
 from guardrail._values import VALUES, ValueVector
@@ -169,25 +169,36 @@ class Engine:
         margins = [hit.signed for rule, hit in self._hits(v) if self.policy.action(rule.action).type != "allow"]
         return max(margins, default=0.0)
 
-    def decide(self, vector: ValueVector, *, latency_ms: float = 0.0) -> Verdict:
-        """Return the verdict for one score vector. Same vector, same verdict."""
-        v = vector.to_list()
-        hits = self._hits(v)
+    def decide(
+        self, vector: ValueVector | None, *, latency_ms: float = 0.0, extra: Sequence[Violation] = ()
+    ) -> Verdict:
+        """Return the verdict for one score vector. Same vector, same verdict.
+
+        ``extra`` holds violations found outside the value space (the language rule), ranked with
+        the value rules' own; ``vector`` is ``None`` when nothing of the answer was scored.
+        """
+        hits = self._hits(vector.to_list()) if vector is not None else []
         enforcing = [h.signed for r, h in hits if self.policy.action(r.action).type != "allow"]
+        enforcing += [v.margin for v in extra if self.policy.action(v.action).type != "allow"]
         violations = [
             Violation(r.name, h.dimension, h.observed, h.bound, h.signed, r.action, r.severity, h.message)
             for r, h in hits
             if h.signed > 0
         ]
+        violations += extra
         violations.sort(key=self._rank, reverse=True)
         winner = violations[0].action if violations else None
         return self._verdict(vector, tuple(violations), winner, max(enforcing, default=0.0), latency_ms, None)
 
-    def fail(self, error: str, *, latency_ms: float = 0.0) -> Verdict:
-        """Return the verdict for a check whose scoring failed, as the policy's ``on_error`` says."""
+    def fail(self, error: str, *, latency_ms: float = 0.0, extra: Sequence[Violation] = ()) -> Verdict:
+        """Return the verdict for a check whose scoring failed, as the policy's ``on_error`` says.
+
+        With ``on_error: allow`` the ``extra`` violations still decide (a language rule's block holds).
+        """
         if self.policy.on_error == "allow":
-            return self._verdict(None, (), None, 0.0, latency_ms, error)
-        return self._verdict(None, (), self.policy.error_action or "block", 1.0, latency_ms, error)
+            verdict = self.decide(None, latency_ms=latency_ms, extra=extra)
+            return replace(verdict, error=error)
+        return self._verdict(None, tuple(extra), self.policy.error_action or "block", 1.0, latency_ms, error)
 
     def _rank(self, violation: Violation) -> tuple[int, int, float]:
         action = self.policy.action(violation.action)

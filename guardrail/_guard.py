@@ -19,14 +19,15 @@ from guardrail._engine import Engine
 from guardrail._exceptions import ScorerError, ScoringTimeout
 from guardrail._loader import load_policy
 from guardrail._outputs import Output, OutputPart
-from guardrail._policy import Policy
+from guardrail._policy import ACTION_STRENGTH, Policy
+from guardrail._reading import Reader, Reading
 from guardrail._rewrite import Result, Strategy, reask, redact
 from guardrail._streaming import AsyncGuardedStream, GuardedStream
 from guardrail._telemetry import CheckTelemetry, capture_from_env
 from guardrail._types import CheckRole, Item, Scorer
 from guardrail._validate import check_metadata, checked_vectors, clean_text
 from guardrail._values import ValueVector
-from guardrail._verdict import Rewrite, Verdict
+from guardrail._verdict import Rewrite, Verdict, Violation
 
 PolicySource = str | PathLike[str] | Policy
 C = TypeVar("C")
@@ -83,6 +84,7 @@ class Guard:
     ) -> None:
         self.policy = load_policy(default_policy() if policy is None else policy)
         self.engine = Engine(self.policy)
+        self._reader = Reader(self.policy)
         settings = self.policy.scorer
         built = scorer is None
         background: Scorer | None = None
@@ -293,13 +295,14 @@ class Guard:
     ) -> list[Verdict]:  # fmt: skip
         items, oversize = self._prepare(responses, prompts, metadata, parts, timeout_ms)
         start = (time.perf_counter(), time.time_ns())
-        todo = [item for item, error in zip(items, oversize) if error is None]
+        readings = self._read(items, oversize)
+        todo = _to_score(items, readings)
         self._count_batch(todo)
         try:
             scored: list[ValueVector] | str = self._score(todo, self._limit(timeout_ms))
         except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
             scored = self._describe(exc)
-        return self._finish(items, _outcomes(oversize, scored), start, metadata, role, parts)
+        return self._finish(items, readings, _outcomes(readings, scored), start, metadata, role, parts)
 
     async def _acheck_many(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None,
@@ -308,13 +311,18 @@ class Guard:
     ) -> list[Verdict]:  # fmt: skip
         items, oversize = self._prepare(responses, prompts, metadata, parts, timeout_ms)
         start = (time.perf_counter(), time.time_ns())
-        todo = [item for item, error in zip(items, oversize) if error is None]
+        if sum(len(response) for _, response in items) > _READ_INLINE:
+            # A huge answer is read off the event loop, so it holds up no other caller's check.
+            readings = await asyncio.to_thread(self._read, items, oversize)
+        else:
+            readings = self._read(items, oversize)
+        todo = _to_score(items, readings)
         self._count_batch(todo)
         try:
             scored: list[ValueVector] | str = await self._ascore(todo, self._limit(timeout_ms))
         except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
             scored = self._describe(exc)
-        return self._finish(items, _outcomes(oversize, scored), start, metadata, role, parts)
+        return self._finish(items, readings, _outcomes(readings, scored), start, metadata, role, parts)
 
     def _carry_out(
         self, verdict: Verdict, response: str, prompt: str | None,
@@ -447,6 +455,19 @@ class Guard:
                 response = response[: limit // 2] + "\n" + response[len(response) - limit // 2 :]
         return (None if prompt is None else clean_text(prompt), clean_text(response)), error
 
+    def _read(self, items: list[Item], oversize: list[str | None]) -> list[Reading | str]:
+        """Each item's reading, or the error that stops it (its size, a failed language detection)."""
+        readings: list[Reading | str] = []
+        for (_, response), error in zip(items, oversize):
+            if error is not None:
+                readings.append(error)
+                continue
+            try:
+                readings.append(self._reader.read(response))
+            except Exception as exc:  # like a scorer failure: the policy's on_error decides
+                readings.append(self._describe(exc))
+        return readings
+
     def _limit(self, timeout_ms: float | None) -> float:
         return (self.policy.timeout_ms if timeout_ms is None else timeout_ms) / 1000
 
@@ -492,23 +513,29 @@ class Guard:
     def _finish(
         self,
         items: list[Item],
-        outcomes: list[ValueVector | str],
+        readings: list[Reading | str],
+        outcomes: list[Outcome],
         start: tuple[float, int],
         metadata: Mapping[str, Any] | None,
         role: CheckRole = "answer",
         parts: Sequence[OutputPart | None] | None = None,
     ) -> list[Verdict]:
-        """One verdict per item from its outcome: a vector to decide, or the error that stopped it."""
+        """One verdict per item from its outcome: the error that stopped it, or a vector per form
+        it was read in, the form with the strongest decision deciding (none: only its language
+        violation decides)."""
         # A batch shares one forward pass, so each verdict reports its share of the batch time.
         latency = (time.perf_counter() - start[0]) * 1000 / max(len(items), 1)
         verdicts = []
         for n, (prompt, response) in enumerate(items):
             with self._telemetry.span(start_time=start[1]) as span:
-                outcome = outcomes[n]
+                outcome, reading = outcomes[n], readings[n]
+                extra = () if isinstance(reading, str) or reading.violation is None else (reading.violation,)
                 if isinstance(outcome, str):
-                    verdict = self.engine.fail(outcome, latency_ms=latency)
+                    verdict = self.engine.fail(outcome, latency_ms=latency, extra=extra)
                 else:
-                    verdict = self.engine.decide(outcome, latency_ms=latency)
+                    verdict = self._strongest(outcome, latency, extra)
+                if not isinstance(reading, str):
+                    verdict = replace(verdict, language=reading.language, normalized=reading.normalized)
                 if metadata:
                     verdict = _with_metadata(verdict, metadata)
                 part = parts[n] if parts is not None else None
@@ -520,6 +547,18 @@ class Guard:
                 )  # fmt: skip
             verdicts.append(verdict)
         return verdicts
+
+    def _strongest(self, vectors: list[ValueVector], latency: float, extra: tuple[Violation, ...]) -> Verdict:
+        """The verdict of the form that decides: the strongest decision, then the highest risk.
+
+        The answer as read comes first and wins ties; a decoded run alone that decides more is
+        marked ``form="decoded"``.
+        """
+        if not vectors:
+            return self.engine.decide(None, latency_ms=latency, extra=extra)
+        verdicts = [self.engine.decide(v, latency_ms=latency, extra=extra) for v in vectors]
+        best = max(range(len(verdicts)), key=lambda n: (ACTION_STRENGTH[verdicts[n].intended], verdicts[n].risk, -n))
+        return verdicts[best] if best == 0 else replace(verdicts[best], form="decoded")
 
     @property
     def _model_id(self) -> str:
@@ -534,10 +573,31 @@ def _late(limit: float) -> str:
     return f"scoring took longer than timeout_ms={limit * 1000:g}"
 
 
-def _outcomes(oversize: list[str | None], scored: list[ValueVector] | str) -> list[ValueVector | str]:
-    """Each item's outcome: its own size error, else its vector, else the error the batch's scoring hit."""
+_READ_INLINE = 16_000
+"""Characters an async check reads on the event loop; a larger batch is read in a worker thread."""
+
+
+def _to_score(items: list[Item], readings: list[Reading | str]) -> list[Item]:
+    """The (prompt, text) pairs the scorer gets: every form of each readable item, in order."""
+    return [(prompt, form) for (prompt, _), r in zip(items, readings) if isinstance(r, Reading) for form in r.forms]
+
+
+Outcome = list[ValueVector] | str
+"""What scoring one item gave: a vector per form it was read in (none: nothing left to score), or an error."""
+
+
+def _outcomes(readings: list[Reading | str], scored: list[ValueVector] | str) -> list[Outcome]:
+    """Each item's outcome: its own error, else its forms' vectors, else the error the batch's scoring hit."""
     vectors = iter(scored if isinstance(scored, list) else [])
-    return [error if error is not None else scored if isinstance(scored, str) else next(vectors) for error in oversize]
+    outcomes: list[Outcome] = []
+    for reading in readings:
+        if isinstance(reading, str):
+            outcomes.append(reading)
+        elif isinstance(scored, str) and reading.forms:
+            outcomes.append(scored)
+        else:
+            outcomes.append([next(vectors) for _ in reading.forms])
+    return outcomes
 
 
 def _failed(exc: Exception) -> Result:

@@ -279,6 +279,33 @@ class Streaming(_Model):
     stream_first: bool = Field(default=False, description="Pass chunks through before they are scored.")
 
 
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", description="An ISO 639 code: en, fr, es, de...")]
+
+
+class Languages(_Model):
+    """Which languages the scorer reads, and what happens to text in any other.
+
+    The shipped encoder reads English. Each piece of an answer long enough to tell is put to a
+    language detector; pieces in a ``supported`` language, and pieces it cannot tell, are scored,
+    and the rest are judged by ``other``: the name of an action (``block``, the default, fails
+    closed, since the guard cannot read them; ``log`` delivers and records them; ``allow``
+    delivers them), or ``score`` to score every piece as if it were supported.
+    """
+
+    supported: list[LanguageCode] = Field(default=["en"], min_length=1, description="Languages the scorer reads.")
+    other: str = Field(
+        default="block",
+        description="Text in any other language: an action name (block, log, allow or your own), or score.",
+    )
+    severity: Severity = Field(default="high", description="Breaks ties with value violations.")
+    min_letters: int = Field(
+        default=30, ge=1, description="Text with fewer letters is scored, never judged by language."
+    )
+    min_confidence: float = Field(
+        default=0.7, gt=0, le=1, description="Detector probability a piece needs to count as another language."
+    )
+
+
 BUILTIN_ACTIONS: Mapping[str, Action] = {
     "allow": Action(type="allow"),
     "log": Action(type="log"),
@@ -330,6 +357,13 @@ class Policy(_Model):
         "(block: fail closed); truncate: score its first and last max_chars/2 characters only.",
     )
     streaming: Streaming = Field(default_factory=Streaming, description="How streamed answers are guarded.")
+    normalize: bool = Field(
+        default=True,
+        description="Score answers as a reader sees them: strip invisible characters, decode base64, hex, "
+        "URL-encoding, rot13 and reversed text, fold look-alike letters and l33t digits, drop emoji and "
+        "separators between letters. An ordinary answer is scored as it is.",
+    )
+    languages: Languages = Field(default_factory=Languages, description="Languages the scorer reads; the rest.")
     scorer: ScorerSettings = Field(default_factory=ScorerSettings, description="How checks reach the scorer.")
     capture_content: bool | None = Field(
         default=None,
@@ -379,6 +413,9 @@ def _action_problems(data: Any) -> list[InitErrorDetails]:
              for section in ("thresholds", "regions") for name, spec in entries(section)]  # fmt: skip
     if data.get("error_action") is not None:
         named.append((("error_action",), data["error_action"]))
+    languages = data.get("languages")
+    if isinstance(languages, Mapping) and languages.get("other", "score") != "score":
+        named.append((("languages", "other"), languages["other"]))
     named += [(("actions", name, "fallback"), spec.get("fallback", "block"))
               for name, spec in entries("actions") if spec.get("type") == "rewrite"]  # fmt: skip
     problems = []
@@ -387,6 +424,8 @@ def _action_problems(data: Any) -> list[InitErrorDetails]:
             continue  # the schema reports the wrong type
         if action not in known:
             message = f"unknown action {action!r}; defined: {', '.join(sorted(map(str, known)))}"
+            if loc == ("languages", "other"):
+                message += "; or score"
         elif loc[-1] == "fallback" and known[action] == "rewrite":
             message = f"{action!r} is a rewrite; a fallback must not be"
         else:
@@ -400,14 +439,15 @@ def merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
 
     ``thresholds``, ``regions`` and ``actions`` merge entry by entry, so a child adds or replaces
     one entry and keeps the rest; an entry set to ``null`` removes the inherited one. A threshold
-    merges field by field (a child can move one bound), and so do ``streaming`` and ``scorer``. Any
-    other key is replaced whole.
+    merges field by field (a child can move one bound), and so do ``streaming``, ``scorer`` and
+    ``languages``. Any other key is replaced whole.
     ``extends`` is not inherited.
     """
     out: dict[str, Any] = {k: v for k, v in base.items() if k != "extends"}
     for key, value in child.items():
         inherited = out.get(key)
-        if key in ("streaming", "scorer") and isinstance(value, Mapping) and isinstance(inherited, Mapping):
+        field_by_field = key in ("streaming", "scorer", "languages")
+        if field_by_field and isinstance(value, Mapping) and isinstance(inherited, Mapping):
             out[key] = {**inherited, **value}
         elif key in _MERGED_SECTIONS and isinstance(value, Mapping) and isinstance(inherited, Mapping):
             section = dict(inherited)

@@ -200,6 +200,12 @@ class CheckTelemetry:
         }
         if part is not None:
             attrs |= part.attributes()
+        if verdict.language is not None:
+            attrs["guardrail.language"] = verdict.language
+        if verdict.normalized:
+            attrs["guardrail.normalized"] = list(verdict.normalized)
+        if verdict.form is not None:
+            attrs["guardrail.normalized.form"] = verdict.form
         if verdict.action is not None:
             attrs["guardrail.action"] = verdict.action_name or verdict.action.type
             attrs["guardrail.action.type"] = verdict.action.type

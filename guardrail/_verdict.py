@@ -77,8 +77,10 @@ class Verdict:
     """What the guard decided about one response, and why.
 
     ``decision`` is what is applied. In shadow mode it is ``log`` whenever the rules asked for
-    more, and ``intended`` keeps what they asked for. ``scores`` is ``None`` only when scoring
-    failed (``error`` says why; the policy's ``on_error`` chose the decision).
+    more, and ``intended`` keeps what they asked for. ``scores`` is ``None`` when scoring
+    failed (``error`` says why; the policy's ``on_error`` chose the decision) or when nothing was
+    left to score (all of the answer in languages the policy does not read: the
+    ``languages.other`` violation says so).
 
     Example:
         >>> verdict = guard.check("Here is how to hurt them...")  # doctest: +SKIP
@@ -108,6 +110,12 @@ class Verdict:
     """How a rewrite was carried out (``Guard.enforce`` with a rewrite decision)."""
     part: OutputPart | None = None
     """Which piece of an answer was checked (a choice, its reasoning, a tool call), when the caller said."""
+    language: str | None = None
+    """The answer's main language as detected (``en``, ``fr``...), ``None`` when too short to tell."""
+    normalized: tuple[str, ...] = ()
+    """Disguises undone before scoring (``base64``, ``homoglyphs``...): the scores are of the undone text."""
+    form: Literal["decoded"] | None = None
+    """``decoded`` when a decoded run (a base64 block...) scored on its own decided, not the whole answer."""
 
     @property
     def allowed(self) -> bool:
@@ -157,6 +165,9 @@ class Verdict:
             "risk": round(self.risk, 4),
             "latency_ms": round(self.latency_ms, 3),
             "error": self.error,
+            "language": self.language,
+            "normalized": list(self.normalized),
+            **({"form": self.form} if self.form is not None else {}),
             **({"rewrite": self.rewrite.to_dict()} if self.rewrite is not None else {}),
             **({"part": self.part.to_dict()} if self.part is not None else {}),
         }
