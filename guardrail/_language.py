@@ -37,7 +37,7 @@ class LanguageDetector:
         """The three most likely languages of ``text`` (ISO 639-1 codes such as ``en``) with their probabilities."""
         detector = self._detector or self._load()
         try:
-            found = detector.detect(text.replace("\n", " "), model="lite", k=3)
+            found = detector.detect(text, model="lite", k=3)  # it reads newlines as spaces itself
         except Exception as exc:  # the detector's own failure is a scoring failure, never a guess
             raise ScorerError(f"language detection failed: {type(exc).__name__}: {exc}") from exc
         return [(str(f["lang"]), float(f["score"])) for f in found]

@@ -60,17 +60,10 @@ def normalize(text: str, reads: Reads) -> Normalized:
     """
     steps: list[str] = []
     decoded: list[str] = []
-    for name, step in _PIPELINE:
-        if name == "reversed":
-            text, undone_steps, runs = _undo_sentences(text, reads)
-            steps += sorted(undone_steps, key=STEPS.index)
-            decoded += runs
-            continue
-        undone, runs = step(text)
-        if undone != text:
-            steps.append(name)
-            text = undone
-            decoded += runs
+    for step in _PIPELINE:
+        text, applied, runs = step(text, reads)
+        steps += applied
+        decoded += runs
     if decoded:
         decoded = [_cosmetic(run) for run in decoded]
     return Normalized(text, tuple(steps), tuple(run for run in decoded if run.strip()))
@@ -78,9 +71,8 @@ def normalize(text: str, reads: Reads) -> Normalized:
 
 def _cosmetic(text: str) -> str:
     """``text`` through the steps that fold letters (a decoded run may be disguised again)."""
-    for name, step in _PIPELINE:
-        if name not in _DECODERS:
-            text = step(text)[0]
+    for fold in _FOLDS:
+        text = fold(text)
     return text
 
 
@@ -325,21 +317,6 @@ def _english_share(text: str) -> float | None:
     return sum(w in _COMMON_WORDS for w in words) / len(words)
 
 
-def _undone_reads_better(text: str, undone: str, reads: Reads) -> bool | None:
-    """Whether only ``undone`` is readable text; ``None`` when ``text`` is too short to tell.
-
-    Few frequent English words is the cheap first sign (most plain sentences have many); the
-    language detector then decides.
-    """
-    share = _english_share(text)
-    if share is None:
-        return None
-    if share >= 0.2:
-        return False
-    after = reads(undone)
-    return after >= 0.6 and after >= reads(text) + 0.3
-
-
 _UNDO: dict[str, Callable[[str], str]] = {
     "reversed": lambda s: s[::-1],
     "rot13": lambda s: codecs.encode(s, "rot13"),
@@ -348,15 +325,19 @@ _UNDO: dict[str, Callable[[str], str]] = {
 
 def _best_undo(text: str, reads: Reads) -> str | bool | None:
     """The name of the undo (rot13, reversed) under which only ``text`` reads; False: none;
-    None: too short to tell. Both are tried and the better reading wins, since the detector
-    guesses on noise."""
+    None: too short to tell.
+
+    Few frequent English words is the cheap first sign (most plain sentences have many); the
+    language detector then decides. Both undos are tried and the better reading wins, since the
+    detector guesses on noise.
+    """
     share = _english_share(text)
     if share is None:
         return None
     if share >= 0.2:
         return False  # plain English has many frequent words: no need to ask the detector
-    best = max(_UNDO, key=lambda name: reads(_UNDO[name](text)))
-    return best if _undone_reads_better(text, _UNDO[best](text), reads) else False
+    name, after = max(((name, reads(undo(text))) for name, undo in _UNDO.items()), key=lambda found: found[1])
+    return name if after >= 0.6 and after >= reads(text) + 0.3 else False
 
 
 def _undo_sentences(text: str, reads: Reads) -> tuple[str, list[str], list[str]]:
@@ -413,7 +394,7 @@ def _undo_sentences(text: str, reads: Reads) -> tuple[str, list[str], list[str]]
         out.append(piece + sep)
     if current:
         runs.append(current)
-    return "".join(out), steps, runs
+    return "".join(out), sorted(steps, key=STEPS.index), runs
 
 
 # -- letter folds -------------------------------------------------------------------------
@@ -511,20 +492,39 @@ def _fold_leet(text: str) -> str:
     return _TOKEN.sub(token, text)
 
 
-def _fold(fn: Callable[[str], str]) -> Callable[[str], tuple[str, list[str]]]:
-    return lambda text: (fn(text), [])
+def _step(name: str, fold: Callable[[str], str]) -> _Step:
+    """A step that changes letters only: named when it changed something, no decoded runs."""
+
+    def step(text: str, reads: Reads) -> tuple[str, list[str], list[str]]:
+        folded = fold(text)
+        return folded, [name] if folded != text else [], []
+
+    return step
 
 
-_PIPELINE: tuple[tuple[str, Callable[..., tuple[str, list[str]]]], ...] = (
-    ("invisible", _fold(_strip_invisible)),
-    ("url", _decode_url),
-    ("base64", _decode_base64),
-    ("hex", _decode_hex),
-    ("reversed", _fold(lambda text: text)),  # with rot13: _undo_sentences, which tries both
-    ("rot13", _fold(lambda text: text)),
-    ("homoglyphs", _fold(_fold_homoglyphs)),
-    ("interleaved", _fold(_collapse_interleaved)),
-    ("leet", _fold(_fold_leet)),
+def _decoder(name: str, decode: Callable[[str], tuple[str, list[str]]]) -> _Step:
+    """A step that decodes runs in place and hands them on."""
+
+    def step(text: str, reads: Reads) -> tuple[str, list[str], list[str]]:
+        decoded, runs = decode(text)
+        return decoded, [name] if decoded != text else [], runs
+
+    return step
+
+
+_Step = Callable[[str, Reads], tuple[str, list[str], list[str]]]
+"""One normalisation step: text and ``reads`` in; the text, the steps it applied and decoded runs out."""
+
+_FOLDS: tuple[Callable[[str], str], ...] = (_strip_invisible, _fold_homoglyphs, _collapse_interleaved, _fold_leet)
+"""The letter-level steps, which a decoded run goes through again."""
+
+_PIPELINE: tuple[_Step, ...] = (
+    _step("invisible", _strip_invisible),
+    _decoder("url", _decode_url),
+    _decoder("base64", _decode_base64),
+    _decoder("hex", _decode_hex),
+    _undo_sentences,  # reversed and rot13 together: both are tried on each piece
+    _step("homoglyphs", _fold_homoglyphs),
+    _step("interleaved", _collapse_interleaved),
+    _step("leet", _fold_leet),
 )
-_DECODERS = frozenset({"url", "base64", "hex", "rot13", "reversed"})
-assert tuple(name for name, _ in _PIPELINE) == STEPS
