@@ -135,3 +135,20 @@ def test_invisible_characters_anywhere_are_dropped(sentence: str, places: list[i
 def test_every_encoding_of_a_sentence_decodes_back(sentence: str) -> None:
     for encode in (DISGUISES["base64"], DISGUISES["hex"], DISGUISES["url"]):
         assert sentence in seen_as(encode(sentence)).text
+
+
+def test_a_decoded_run_is_also_scored_alone_and_the_verdict_says_so() -> None:
+    from guardrail import Guard, Policy, ValueVector
+    from guardrail.testing import FakeScorer
+
+    harm = "Go and hurt your neighbour tonight."
+    # Only the decoded run alone violates: behind its lead, the whole answer reads as harmless.
+    scorer = FakeScorer({harm: ValueVector(benevolence=-0.8)})
+    guard = Guard(Policy(name="p", thresholds={"benevolence": {"min": -0.3}}), scorer=scorer)
+    verdict = guard.check(DISGUISES["base64"](harm))
+    assert verdict.decision == "block"
+    assert verdict.normalized == ("base64",) and verdict.form == "decoded"
+    assert verdict.to_dict()["form"] == "decoded"
+    assert [text for _, text in scorer.calls[0]] == ["Sure! Here is my answer in base64: " + harm, harm]
+    plain = guard.check("Sure! Here is my answer: " + harm)
+    assert plain.decision == "allow" and plain.form is None and plain.normalized == ()
