@@ -9,7 +9,7 @@ responses that each fill one 256-token window (the GPU target is stated at 256 t
 ``--compile`` runs the encoder through ``torch.compile`` (on CUDA ``mode="reduce-overhead"``, which
 captures CUDA graphs) and reports the latency both ways, to keep whichever wins.
 
-Not a test: run it on a quiet machine and copy the figures into the README.
+Not a test: run it on a quiet machine and copy the figures into docs/performance.md.
 """
 
 from __future__ import annotations

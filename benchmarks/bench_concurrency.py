@@ -50,7 +50,7 @@ def main() -> None:
     import torch
 
     from guardrail import Guard, Policy, TransformerScorer, load_policy
-    from guardrail._batching import MicroBatcher
+    from guardrail._scoring.batching import MicroBatcher
 
     scorer = TransformerScorer(device=args.device)
     base = load_policy("default").model_dump()

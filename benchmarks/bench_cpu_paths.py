@@ -16,8 +16,8 @@ Timing runs each runtime in its own process (torch's OpenMP threads and ONNX Run
 otherwise compete for the cores between calls), one process per runtime per round, rounds
 interleaved so that background load is spread evenly over the runtimes. ``onnx+spin`` and
 ``onnx-int8+spin`` (timing only) let ONNX Runtime's worker threads spin between calls, which the
-scorer does not (``guardrail._runtime.SPINNING``). Not a test: run it on a quiet machine and copy the
-figures into the README.
+scorer does not (``guardrail._scoring.runtime.SPINNING``). Not a test: run it on a quiet machine and copy the
+figures into docs/performance.md.
 """
 
 from __future__ import annotations
@@ -131,9 +131,9 @@ def fidelity(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     import numpy as np
 
     from guardrail import TransformerScorer, load_policy
-    from guardrail._data import load_evaluator, load_trustworthy
-    from guardrail._engine import Engine
-    from guardrail._evaluate import evaluate
+    from guardrail._policy.engine import Engine
+    from guardrail._training.data import load_evaluator, load_trustworthy
+    from guardrail._training.evaluate import evaluate
     from guardrail._values import VALUES
 
     examples = [e for e in load_evaluator(args.data) if e.test] + [e for e in load_trustworthy(args.data) if e.test]
@@ -198,7 +198,7 @@ def main() -> None:
     import torch
 
     from guardrail import TransformerScorer
-    from guardrail._runtime import native_bf16
+    from guardrail._scoring.runtime import native_bf16
 
     if args.threads:
         torch.set_num_threads(args.threads)

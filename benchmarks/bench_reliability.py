@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench_check import cpu_name
 
 from guardrail import Guard, load_policy
-from guardrail._batching import MicroBatcher
-from guardrail._scorer import TransformerScorer
+from guardrail._scoring.batching import MicroBatcher
+from guardrail._scoring.scorer import TransformerScorer
 
 SMALL = "Hello there. Sure, happy to help with that."
 BIG = ("Mix flour, water, salt and yeast, knead the dough, let it rise, then bake it until golden. " * 11_500)[

@@ -111,7 +111,7 @@ def progress(message: str) -> None:
 
 def load_groups(data: Path, cfg: Any, limit: int | None, test: bool) -> dict[str, list[Any]]:
     """Every example the report encodes, by group: training groups, ``val_*`` and (``test``) ``test_*``."""
-    from guardrail._data import (
+    from guardrail._training.data import (
         load_evaluator,
         load_harm,
         load_touche,
@@ -120,7 +120,7 @@ def load_groups(data: Path, cfg: Any, limit: int | None, test: bool) -> dict[str
         mix_harm,
         mix_written,
     )
-    from guardrail._training import _harm_rows, _hold_out
+    from guardrail._training.train import _harm_rows, _hold_out
 
     def first(rows: list[Any]) -> list[Any]:
         return rows[:limit]
@@ -226,8 +226,8 @@ def fit(row: Row, groups: dict[str, list[Any]], features: dict[str, Any], cfg: A
     """The head of ``row``, fitted as ``guardrail train``'s stage one fits it, and its training rows by source."""
     import torch
 
-    from guardrail._data import harm_label
-    from guardrail._training import _SAFETY_COLUMNS, _fit_head, _loss_weights
+    from guardrail._training.data import harm_label
+    from guardrail._training.train import _SAFETY_COLUMNS, _fit_head, _loss_weights
     from guardrail._values import NO_CONNECTION
 
     examples, parts = [], []
@@ -280,7 +280,7 @@ def scorer_for(head: Any, names: list[str], groups: dict[str, list[Any]], featur
 
 def measure(scorer: Precomputed, floors: dict[str, float], groups: dict[str, list[Any]], part: str) -> dict[str, Any]:
     """FULCRA and harm metrics of ``scorer`` with ``floors`` on the ``part`` rows (``val`` or ``test``)."""
-    from guardrail._training import validation_metrics
+    from guardrail._training.train import validation_metrics
 
     metrics = validation_metrics(scorer, floors, groups[f"{part}_evaluator"], groups[f"{part}_trustworthy"],
                                  groups[f"{part}_harm"])  # fmt: skip
@@ -343,7 +343,7 @@ def main() -> None:
             args.out.write_text(text + "\n", encoding="utf-8")
         except OSError as exc:
             sys.exit(f"error: --out {args.out}: {exc.strerror}")
-    from guardrail._data import HARM_SOURCES
+    from guardrail._training.data import HARM_SOURCES
 
     print(markdown(result, HARM_SOURCES) if args.markdown else text)
 
@@ -352,10 +352,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole report as a JSON-ready dict."""
     import torch
 
-    from guardrail._data import HARM_SOURCES, file_hashes
-    from guardrail._model import ModelConfig
-    from guardrail._scorer import TransformerScorer
-    from guardrail._training import TrainConfig, calibration
+    from guardrail._scoring.model import ModelConfig
+    from guardrail._scoring.scorer import TransformerScorer
+    from guardrail._training.data import HARM_SOURCES, file_hashes
+    from guardrail._training.train import TrainConfig, calibration
 
     started = time.perf_counter()
     if args.threads:
@@ -424,15 +424,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "data_sources",
         "config": {
             "scoring": SCORING,
-            "head": "frozen base encoder, stage-one head (guardrail._training._fit_head), TrainConfig defaults "
+            "head": "frozen base encoder, stage-one head (guardrail._training.train._fit_head), TrainConfig defaults "
             "but for each row's overrides",
             "encoder": base.encoder,
             "loss": "every row but 'no harm data' puts the harm hinge on each training row with a harm label "
-            "(guardrail._data.harm_label: FULCRA's and written rows too, not only the harm files')",
+            "(guardrail._training.data.harm_label: FULCRA's and written rows too, not only the harm files')",
             "validation": f"FULCRA: {VALIDATION_SHARE:.0%} of the training prompts by the validation rule, held out "
             f"of every row's training; harm: the {base.harm_validation:.0%} of harm training prompts guardrail "
             "train holds out",
-            "floors": "calibrated per row on the validation rows (guardrail._training.calibration): at most "
+            "floors": "calibrated per row on the validation rows (guardrail._training.train.calibration): at most "
             f"{1 - base.clean_pass_rate:.0%} of clean FULCRA answers and {base.harmless_block_rate:.0%} of harmless "
             "harm answers blocked, as many harmful ones (FULCRA benevolence or universalism < -0.5, harm-labelled) "
             "blocked as those allow; the figures are on the same rows",

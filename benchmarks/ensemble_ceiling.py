@@ -40,10 +40,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from guardrail._data import load_evaluator, load_trustworthy
-    from guardrail._evaluate import evaluate_examples
-    from guardrail._scorer import TransformerScorer
-    from guardrail._training import _floors_engine
+    from guardrail._scoring.scorer import TransformerScorer
+    from guardrail._training.data import load_evaluator, load_trustworthy
+    from guardrail._training.evaluate import evaluate_examples
+    from guardrail._training.train import _floors_engine
     from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES, ValueVector
     from guardrail.testing import FakeScorer
 

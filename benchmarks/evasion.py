@@ -13,7 +13,7 @@ blocked, and ``decision_changed``, the share of the plainly allowed harmless one
 ``ordinary_touched`` is the share of plain test answers (harmful and harmless) that normalisation
 changes at all. ``cost`` times the reading of an answer (normalisation and language detection) and
 the whole check with and without it, on the same answers in the same run. Not a test: the figures
-go in the README.
+go in docs/limits.md.
 """
 
 from __future__ import annotations
@@ -89,11 +89,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from guardrail import Guard, load_policy
-    from guardrail._data import load_harm
-    from guardrail._language import LanguageDetector
-    from guardrail._normalize import normalize
-    from guardrail._reading import Reader
-    from guardrail._scorer import TransformerScorer
+    from guardrail._guard.language import LanguageDetector
+    from guardrail._guard.normalize import normalize
+    from guardrail._guard.reading import Reader
+    from guardrail._scoring.scorer import TransformerScorer
+    from guardrail._training.data import load_harm
     from guardrail.testing import DISGUISES
 
     # Decisions, not deadlines: a batch on a busy machine must not fail closed on the time limit.

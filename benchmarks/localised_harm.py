@@ -20,7 +20,7 @@ those blocked alone, and of those blocked alone whose host is allowed alone (``.
 host blocked by itself catches anything). ``caught_up_to_600`` pools the offsets up to 600
 characters. Blocked means the decision is ``block`` or ``rewrite``. The policy is the model's
 calibrated floors (its card's ``calibration.floors``) unless ``--policy`` names one. Not a test:
-the figures go in the README.
+the figures go in docs/model-card.md.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench_check import machine
 
 if TYPE_CHECKING:
-    from guardrail._data import Example
-    from guardrail._engine import Engine
+    from guardrail._policy.engine import Engine
+    from guardrail._training.data import Example
 
 HOST_SOURCES = ("beavertails", "saferlhf")
 HOST_MIN_CHARS = 1200
@@ -81,7 +81,7 @@ def insert_at(host: str, piece: str, offset: int) -> tuple[str, int]:
 
 def pick(rows: list[Example], pieces: int, hosts: int, seed: int) -> tuple[list[str], list[str], dict[str, Any]]:
     """The harmful pieces and host answers (equal numbers, paired by index), and what they came from."""
-    from guardrail._data import _STANDALONE
+    from guardrail._training.data import _STANDALONE
 
     rng = random.Random(seed)
     low, high = PIECE_CHARS
@@ -134,15 +134,15 @@ def share(flags: list[bool]) -> float | None:
 def model_policy(model_dir: Path, policy: str | None) -> tuple[Engine, dict[str, Any]]:
     """The engine to decide with: ``policy`` loaded as the CLI does, else the model's calibrated floors."""
     from guardrail._exceptions import GuardrailError
-    from guardrail._loader import load_policy
-    from guardrail._model import read_card
-    from guardrail._training import _floors_engine
+    from guardrail._policy.loader import load_policy
+    from guardrail._scoring.model import read_card
+    from guardrail._training.train import _floors_engine
 
     if not (model_dir / "config.json").is_file():
         fail(f"--model {model_dir}: not a model directory (no config.json)")
     try:
         if policy is not None:
-            from guardrail._engine import Engine
+            from guardrail._policy.engine import Engine
 
             loaded = load_policy(policy)
             return Engine(loaded), {"name": loaded.name, "version": loaded.version, "source": policy}
@@ -167,7 +167,7 @@ def measure(
     import torch
 
     from guardrail._exceptions import GuardrailError
-    from guardrail._scorer import TransformerScorer
+    from guardrail._scoring.scorer import TransformerScorer
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}: no CUDA device visible to torch {torch.__version__}")
@@ -260,9 +260,9 @@ def main() -> None:
         parser.error(f"--out {args.out}: folder {args.out.parent} does not exist")
     args.offsets = sorted(set(args.offsets))
 
-    from guardrail._data import load_harm
     from guardrail._exceptions import GuardrailError
     from guardrail._resources import default_model_dir
+    from guardrail._training.data import load_harm
 
     started = time.perf_counter()
     models = args.model or [default_model_dir()]

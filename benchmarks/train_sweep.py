@@ -79,7 +79,7 @@ def rank_key(metrics: dict[str, Any]) -> tuple[int, float]:
 
 def worker(args: argparse.Namespace) -> None:
     """One training run in this process (``--worker NAME --overrides JSON``)."""
-    from guardrail._training import TrainConfig, train
+    from guardrail._training.train import TrainConfig, train
 
     name = args.worker
     cfg = TrainConfig(**json.loads(args.overrides), device=args.device, limit=args.limit,

@@ -5,7 +5,7 @@ call (it passes and runs) and replaces the answer with the policy's message, in 
 ``stream_mode="messages"`` stream alike (the blocked answer's tokens never reach the stream). Then
 the fake calls a tool with a hateful message: the call is blocked, so the tool never runs.
 
-Run: ``HF_HUB_OFFLINE=1 python examples/langchain_agent.py``
+Run from the repository root, with the README's virtual environment: ``.venv/bin/python examples/langchain_agent.py``
 """
 
 from __future__ import annotations

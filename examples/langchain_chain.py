@@ -3,7 +3,7 @@
 The wrapped model is a langchain-core fake that gives a benign answer, then a harmful one; put your
 provider's chat model in its place. The guard is the default policy with the shipped scorer.
 
-Run: ``HF_HUB_OFFLINE=1 python examples/langchain_chain.py``
+Run from the repository root, with the README's virtual environment: ``.venv/bin/python examples/langchain_chain.py``
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Answers are fixed with litellm's ``mock_response``, so no API key or network is 
 model, drop ``mock_response`` and nothing else changes. Shown: a benign and a harmful answer, the
 harmful one streamed (held back: none of its text gets out), and the async twin.
 
-Run: ``HF_HUB_OFFLINE=1 python examples/litellm_chat.py``
+Run from the repository root, with the README's virtual environment: ``.venv/bin/python examples/litellm_chat.py``
 """
 
 from __future__ import annotations

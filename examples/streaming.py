@@ -5,7 +5,7 @@ false``, ``chunk_size: 200``, ``context_size: 50``) text is held back and releas
 once it passed; a harmful answer delivers none of its text, only the policy's message.
 ``GuardedChatModel.stream`` does the same for LangChain models.
 
-Run: ``HF_HUB_OFFLINE=1 python examples/streaming.py``
+Run from the repository root, with the README's virtual environment: ``.venv/bin/python examples/streaming.py``
 """
 
 from __future__ import annotations

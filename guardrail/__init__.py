@@ -5,10 +5,12 @@ Quick start::
     from guardrail import Guard
 
     guard = Guard()                     # shipped default policy and model, offline
-    verdict = guard.check("Here is how to pick a lock...", prompt="How do I get into my neighbour's house?")
+    verdict = guard.check("Immigrants are parasites and criminals...", prompt="What do you think about immigrants?")
     verdict.decision                    # 'allow' | 'log' | 'block' | 'rewrite'
-    verdict.scores.benevolence          # one of ten scores in [-1, 1]
-    verdict.explain()                   # "block (policy default v1.1): universalism -0.33, below the floor ..."
+    verdict.scores.universalism         # one of ten scores in [-1, 1]
+    verdict.explain()                   # "block (policy default v1.2): universalism -0.91, below the floor ..."
+
+The README and ``docs/`` have the rest.
 
 ``import guardrail`` does not import torch: the scorer loads it when first built.
 """
@@ -17,9 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-from guardrail._engine import Engine, decide
+from guardrail._choices import ChoiceVerdict, by_choice, deciding
 from guardrail._exceptions import (
     AuditError,
     DataError,
@@ -34,24 +34,27 @@ from guardrail._exceptions import (
     ScorerError,
     ScoringTimeout,
 )
-from guardrail._guard import POLICY_ENV, AsyncReask, Guard, Reask
-from guardrail._loader import load_policy, policy_schema
-from guardrail._outputs import ChoiceVerdict, Output, OutputKind, OutputPart, by_choice, deciding, tool_call_text
-from guardrail._policy import Action, Distance, Policy, Range, Region, Streaming, Threshold
-from guardrail._policyset import PolicySet
-from guardrail._streaming import AsyncGuardedStream, GuardedStream
+from guardrail._guard.guard import POLICY_ENV, AsyncReask, Guard, Reask
+from guardrail._guard.policyset import PolicySet
+from guardrail._guard.streaming import AsyncGuardedStream, GuardedStream
+from guardrail._outputs import Output, OutputKind, OutputPart, tool_call_text
+from guardrail._policy.engine import Engine, decide
+from guardrail._policy.loader import load_policy, policy_schema
+from guardrail._policy.schema import Action, Distance, Policy, Range, Region, Streaming, Threshold
+from guardrail._telemetry.genai import CallSpans, ModelCall, ModelReply, ModelSpan
 from guardrail._types import Item, Scorer
 from guardrail._values import DEFINITIONS, GROUPS, SAFETY_VALUES, VALUES, ValueVector, label_for
 from guardrail._verdict import Decision, Rewrite, Verdict, Violation
+from guardrail._version import __version__
 
 if TYPE_CHECKING:
-    from guardrail._scorer import TransformerScorer
+    from guardrail._scoring.scorer import TransformerScorer
 
 
 def __getattr__(name: str) -> Any:
     # TransformerScorer pulls in torch and transformers: load it only when asked for.
     if name == "TransformerScorer":
-        from guardrail._scorer import TransformerScorer
+        from guardrail._scoring.scorer import TransformerScorer
 
         return TransformerScorer
     raise AttributeError(f"module 'guardrail' has no attribute {name!r}")
@@ -67,6 +70,7 @@ __all__ = [
     "AsyncGuardedStream",
     "AsyncReask",
     "AuditError",
+    "CallSpans",
     "ChoiceVerdict",
     "DataError",
     "Decision",
@@ -78,7 +82,10 @@ __all__ = [
     "GuardrailViolation",
     "Issue",
     "Item",
+    "ModelCall",
     "ModelLoadError",
+    "ModelReply",
+    "ModelSpan",
     "Output",
     "OutputKind",
     "OutputPart",

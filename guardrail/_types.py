@@ -11,7 +11,7 @@ Item: TypeAlias = tuple[str | None, str]
 """One thing to score: (prompt or None, response)."""
 
 Runtime: TypeAlias = Literal["auto", "torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8"]
-"""Where the scorer's forward pass runs; see ``guardrail/_runtime.py`` and README "Performance"."""
+"""Where the scorer's forward pass runs; see ``guardrail/_scoring/runtime.py`` and docs/performance.md."""
 
 CheckRole: TypeAlias = Literal["answer", "revision", "sentence", "redacted"]
 """Why a check ran: the answer itself, or a rewrite's re-check (a revision, a sentence, the redacted rest)."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from guardrail._outputs import OutputPart
-from guardrail._policy import Action
 from guardrail._values import ValueVector
+
+if TYPE_CHECKING:
+    # Type only: a verdict carries the policy action it applies; the kernel never loads the policy wing.
+    from guardrail._policy.schema import Action
 
 Decision = Literal["allow", "log", "block", "rewrite"]
 
@@ -157,9 +160,7 @@ class Verdict:
             "intended": self.intended,
             "scores": None if self.scores is None else {k: round(v, 4) for k, v in self.scores.to_dict().items()},
             "violations": [v.to_dict() for v in self.violations],
-            "action": None
-            if self.action is None
-            else {"name": self.action_name, **self.action.model_dump(exclude_none=True)},
+            "action": None if self.action is None else {"name": self.action_name, **self.action.to_dict()},
             "policy": {"name": self.policy_name, "version": self.policy_version, "hash": self.policy_hash},
             "mode": self.mode,
             "risk": round(self.risk, 4),

@@ -41,7 +41,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from guardrail._otlpjson import encode_spans
+from guardrail._telemetry.otlpjson import encode_spans
 
 __all__ = [
     "EXPORT_FAILED",

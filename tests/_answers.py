@@ -16,5 +16,5 @@ BENIGN = (
 )
 
 # A short benign sentence before the harmful one: one sentence of advice does not mask the harm that
-# follows it in the same window (a long friendly paragraph can: see the README's model card).
+# follows it in the same window (a long friendly paragraph can: see docs/model-card.md).
 LEAD = "A consistent bedtime and a dark, quiet room help most people sleep better."

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from guardrail import VALUES, Guard, ValueVector
-from guardrail._otlpjson import encode_spans
+from guardrail._telemetry.otlpjson import encode_spans
 from guardrail.testing import FakeScorer
 
 DAY_NS = 86_400 * 10**9

@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-# The shipped model must load from disk; never reach for the Hugging Face Hub in tests.
+# The shipped model must load from disk; never reach for the Hugging Face Hub in tests. litellm must
+# read its bundled cost map rather than fetch one at import. Set here, before any test imports them,
+# so the README's test command needs no environment.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 if TYPE_CHECKING:
     from guardrail import Guard
-    from guardrail._scorer import TransformerScorer
+    from guardrail._scoring.scorer import TransformerScorer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,7 +41,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def scorer() -> TransformerScorer:
     """The shipped default model in PyTorch float32 (the reference runtime), loaded once per session."""
-    from guardrail._scorer import TransformerScorer
+    from guardrail._scoring.scorer import TransformerScorer
 
     return TransformerScorer(runtime="torch")
 

@@ -18,9 +18,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from typer.testing import CliRunner, Result
 
 from guardrail import AuditError, Guard, Policy, ValueVector
-from guardrail._audit import BUCKETS, build, load, pca, pick_bucket, read_span_file
+from guardrail._audit.load import BUCKETS, build, load, pca, pick_bucket, read_span_file
 from guardrail._cli import app
-from guardrail._otlpjson import encode_spans
+from guardrail._telemetry.otlpjson import encode_spans
 from guardrail.testing import FakeScorer
 
 BAD = ValueVector(benevolence=-0.62, universalism=-0.5)
@@ -91,7 +91,7 @@ def test_summary_numbers() -> None:
 
 
 def read_spans(exporter: InMemorySpanExporter) -> list[Any]:
-    from guardrail._audit import spans_in
+    from guardrail._audit.load import spans_in
 
     return list(spans_in(encode_spans(exporter.get_finished_spans())))
 

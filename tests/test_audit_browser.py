@@ -1,38 +1,28 @@
 """The audit report in a real headless browser: Debian's chromium driven by Playwright.
 
-Fails (never skips) when chromium or Playwright is missing: ``.ci/run`` installs both.
+Fails (never skips) when Chromium or Playwright is missing; ``_provision.chromium_path`` finds Chromium,
+or installs Debian's when the tests run as root.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _provision import chromium_path
 from _traffic import write_traffic
 
-from guardrail._audit import load
-from guardrail._report import render
+from guardrail._audit.load import load
+from guardrail._audit.report import render
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = REPO / "docs" / "audit-report.png"
 UPDATE_ENV = "GUARDRAIL_UPDATE_SCREENSHOT"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
-def chromium_path() -> str:
-    path = os.environ.get("GUARDRAIL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        pytest.fail(
-            f"chromium not found at {path}: apt-get install -y --no-install-recommends chromium "
-            "(or set GUARDRAIL_CHROMIUM to a Chromium binary)",
-            pytrace=False,
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +76,7 @@ def test_report_renders_without_errors(browser: Any, report: Path, tmp_path: Pat
 
     page.screenshot(path=str(tmp_path / "audit-report-full.png"), full_page=True)
     assert (tmp_path / "audit-report-full.png").stat().st_size > 50_000
-    # The README shows the top of the report: summary, radar and map. Written when missing or asked for,
+    # docs/audit.md shows the top of the report: summary, radar and map. Written when missing or asked for,
     # so that a test run does not rewrite a tracked file each time.
     if not SCREENSHOT.exists() or os.environ.get(UPDATE_ENV) == "1":
         bottom = page.locator("#fig-pca").bounding_box()

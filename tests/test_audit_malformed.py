@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from guardrail import Guard, Policy, ValueVector
 from guardrail._cli import app
-from guardrail._otlpjson import encode_spans
+from guardrail._telemetry.otlpjson import encode_spans
 from guardrail.testing import FakeScorer
 
 

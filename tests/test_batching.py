@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from guardrail import Guard, Policy, ValueVector
-from guardrail._batching import MicroBatcher
+from guardrail._scoring.batching import MicroBatcher
 from guardrail._types import Item
 from guardrail.testing import FakeScorer
 

@@ -1,4 +1,4 @@
-"""Tests for training's harm loss, epoch sampling and floor calibration (guardrail._training)."""
+"""Tests for training's harm loss, epoch sampling and floor calibration (guardrail._training.train)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from guardrail._data import Example
-from guardrail._training import TrainConfig, _epoch_rows, _share_of, calibrate_floors, harm_loss
+from guardrail._training.data import Example
+from guardrail._training.train import TrainConfig, _epoch_rows, _share_of, calibrate_floors, harm_loss
 from guardrail._values import VALUES
 
 SAFETY = [VALUES.index(v) for v in ("security", "conformity", "benevolence", "universalism")]

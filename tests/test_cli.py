@@ -281,7 +281,7 @@ def test_score_missing_input(tmp_path: Path) -> None:
 # -- demo, train, eval ---------------------------------------------------------------------
 
 
-# Scripted turns the shipped model decides against the script (README: Limits). Strict: when a better
+# Scripted turns the shipped model decides against the script (docs/model-card.md: known misses). Strict: when a better
 # model gets one right, this test fails until the turn is taken off the list.
 DEMO_KNOWN_MISSES = {
     "Can you help me write a thank-you note to my neighbour?",  # blocked: universalism below its floor
@@ -317,7 +317,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 
 def test_train_writes_model_dir(trained: Path) -> None:
-    from guardrail._data import HARM_SOURCES
+    from guardrail._training.data import HARM_SOURCES
 
     for name in ("config.json", "head.safetensors", "adapter.safetensors", "card.json"):
         assert (trained / name).is_file(), name
@@ -412,10 +412,10 @@ def test_model_card_shows_metrics_weak_spots_and_licence() -> None:
     assert json.loads(expect(invoke("model-card", "--json"), 0).stdout) == card
 
 
-def test_readme_carries_the_shipped_model_card() -> None:
-    """The README's model card is `guardrail model-card` of the shipped model, verbatim."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    assert expect(invoke("model-card"), 0).stdout in readme
+def test_docs_carry_the_shipped_model_card() -> None:
+    """docs/model-card.md carries `guardrail model-card` of the shipped model, verbatim."""
+    card = (Path(__file__).parent.parent / "docs" / "model-card.md").read_text(encoding="utf-8")
+    assert expect(invoke("model-card"), 0).stdout in card
 
 
 def test_model_card_missing_dir(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from guardrail import Guard, Policy, ValueVector
-from guardrail._audit import read_span_file
+from guardrail._audit.load import read_span_file
 from guardrail.telemetry import EXPORT_FAILED, CountingSpanExporter, Telemetry, configure
 from guardrail.testing import FakeScorer
 

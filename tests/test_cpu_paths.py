@@ -17,10 +17,10 @@ import pytest
 from test_scorer import BENIGN, HARMFUL_TAIL, MUSEUM, THEFT, assert_same_scores_across_batches
 
 from guardrail import Guard, ModelLoadError, Policy, ScorerError, TransformerScorer, load_policy
-from guardrail import _runtime as runtime_module
 from guardrail._resources import default_model_dir
-from guardrail._runtime import DEFAULT_TOLERANCE, FLOAT32_TOLERANCE, fingerprint, native_bf16, resolve_runtime
-from guardrail._scorer import encoder_dtype, to_device
+from guardrail._scoring import runtime as runtime_module
+from guardrail._scoring.runtime import DEFAULT_TOLERANCE, FLOAT32_TOLERANCE, fingerprint, native_bf16, resolve_runtime
+from guardrail._scoring.scorer import encoder_dtype, to_device
 from guardrail._types import Item
 
 ITEMS: list[Item] = [
@@ -74,7 +74,7 @@ def test_onnx_features_match_torch(onnx_scorer: TransformerScorer, scorer: Trans
 def test_int8_runtimes_are_quantised_and_close(cache: Path, runtime: str, reference: list[list[float]]) -> None:
     deviation = _deviation(TransformerScorer(device="cpu", runtime=runtime), reference)  # type: ignore[arg-type]
     # Really quantised (float32 agrees to ~1e-6), yet close on average. Single scores drift further:
-    # README "Performance" gives the largest deviation on the test split, which is why neither is a default.
+    # docs/performance.md gives the largest deviation on the test split, which is why neither is a default.
     assert max(deviation) > 1e-4
     assert sum(deviation) / len(deviation) < 0.05
 
@@ -95,7 +95,7 @@ def test_bf16_runtime_is_bfloat16_and_within_tolerance(scorer: TransformerScorer
 
 def test_bf16_scores_move_with_the_batch_within_the_documented_bound() -> None:
     # Why torch-bf16 is not the default: the same text scores slightly differently next to other
-    # texts (README "Performance": ~6e-3), where the float32 runtimes agree to 1e-4.
+    # texts (docs/performance.md: ~6e-3), where the float32 runtimes agree to 1e-4.
     bf16 = TransformerScorer(device="cpu", runtime="torch-bf16")
     together = [v.to_list() for v in bf16.score(ITEMS)]
     alone = [bf16.score([item])[0].to_list() for item in ITEMS]
@@ -104,7 +104,7 @@ def test_bf16_scores_move_with_the_batch_within_the_documented_bound() -> None:
 
 def test_emulated_bf16_is_named(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(runtime_module, "native_bf16", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="guardrail._runtime"):
+    with caplog.at_level(logging.WARNING, logger="guardrail._scoring.runtime"):
         assert resolve_runtime("torch-bf16", "cpu") == "torch-bf16"
     assert "no native bfloat16" in caplog.text
 
@@ -142,7 +142,7 @@ def test_unwritable_cache_exports_to_a_temporary_folder(
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("GUARDRAIL_CACHE_DIR", str(blocker / "cache"))
-    with caplog.at_level(logging.WARNING, logger="guardrail._runtime"):
+    with caplog.at_level(logging.WARNING, logger="guardrail._scoring.runtime"):
         scorer = TransformerScorer(device="cpu", runtime="onnx")
     assert "cannot write the ONNX cache" in caplog.text
     assert max(_deviation(scorer, reference)) <= FLOAT32_TOLERANCE

@@ -1,4 +1,4 @@
-"""Tests for guardrail._data: the fixed split, label parsing, errors, and the real data's shape."""
+"""Tests for guardrail._training.data: the fixed split, label parsing, errors, and the real data's shape."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from guardrail._data import (
+from guardrail._exceptions import DataError
+from guardrail._training.data import (
     HARM_SOURCES,
     SPLIT_RULE,
     Example,
@@ -27,7 +28,6 @@ from guardrail._data import (
     mix_written,
     written_files,
 )
-from guardrail._exceptions import DataError
 from guardrail._values import VALUES
 
 

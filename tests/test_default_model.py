@@ -10,11 +10,11 @@ import pytest
 
 from guardrail import Guard, TransformerScorer
 
-# Known misses of the shipped model (see the README's model card): FULCRA's answers are mostly
+# Known misses of the shipped model (see docs/model-card.md): FULCRA's answers are mostly
 # refusals to harmful prompts, so the scorer reads some everyday instructions as harmful compliance
 # and misses harm phrased as casual advice after a benign prompt. Strict xfail: when a better model
 # gets one right, the test fails until its mark is removed.
-KNOWN_MISS = pytest.mark.xfail(strict=True, reason="known miss of the shipped model (README: Limits)")
+KNOWN_MISS = pytest.mark.xfail(strict=True, reason="known miss of the shipped model (docs/model-card.md: known misses)")
 
 
 def known_miss(prompt: str | None, response: str) -> object:
@@ -205,7 +205,7 @@ def test_the_friendly_opening_alone_is_allowed(guard: Guard) -> None:
 
 @KNOWN_MISS
 def test_an_unkind_support_answer_is_asked_again(scorer: TransformerScorer) -> None:
-    """customer-support re-asks the model when an answer is unkind: the README's showcase."""
+    """customer-support re-asks the model when an answer is unkind: a showcase of the policy."""
     support = Guard("customer-support", scorer=scorer)
     calls: list[str] = []
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from guardrail import Guard, Policy, PolicyValidationError, ValueVector, Verdict, load_policy
-from guardrail._rewrite import feedback, split_sentences
+from guardrail._guard.rewrite import feedback, split_sentences
 from guardrail.testing import FakeScorer
 
 

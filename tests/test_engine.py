@@ -302,10 +302,17 @@ def test_rewrite_carries_strategy_and_params() -> None:
         "type": "rewrite",
         "strategy": "reask",
         "max_attempts": 3,
-        "min_keep": 0.5,
         "fallback": "block",
         "params": {"tone": "kind"},
-    }
+    }  # min_keep is redact's setting: a reask's JSON leaves it out
+
+
+def test_an_actions_json_carries_only_what_its_kind_uses() -> None:
+    block = decide(policy(thresholds={"benevolence": {"min": -0.3}}), ValueVector(benevolence=-0.9))
+    assert block.to_dict()["action"] == {"name": "block", "type": "block", "message": block.message}
+    redact = Action(type="rewrite", strategy="redact", min_keep=0.7, fallback="log")
+    assert redact.to_dict() == {"type": "rewrite", "strategy": "redact", "min_keep": 0.7, "fallback": "log"}
+    assert Action(type="log").to_dict() == {"type": "log"}
 
 
 # -- shadow mode ----------------------------------------------------------------------------

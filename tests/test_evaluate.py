@@ -1,4 +1,4 @@
-"""Tests for guardrail._evaluate: metric functions, and ``guardrail eval`` on the real data (fake and real model)."""
+"""Tests for guardrail._training.evaluate: metric functions, and ``guardrail eval`` on the real data (fake and real model)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,19 @@ import pytest
 from typer.testing import CliRunner
 
 from guardrail._cli import app
-from guardrail._data import HARM_SOURCES, Example, load_harm
-from guardrail._engine import Engine
-from guardrail._evaluate import auroc, band, evaluate_examples, evaluate_harm, harm_figures, l1_risk, macro_f1, pearson
-from guardrail._policy import Policy
+from guardrail._policy.engine import Engine
+from guardrail._policy.schema import Policy
+from guardrail._training.data import HARM_SOURCES, Example, load_harm
+from guardrail._training.evaluate import (
+    auroc,
+    band,
+    evaluate_examples,
+    evaluate_harm,
+    harm_figures,
+    l1_risk,
+    macro_f1,
+    pearson,
+)
 from guardrail._values import SAFETY_VALUES, VALUES, ValueVector
 from guardrail.testing import FakeScorer
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from guardrail import Guard, Policy
-from guardrail._data import is_test, load_evaluator, load_harm
-from guardrail._scorer import TransformerScorer
+from guardrail._scoring.scorer import TransformerScorer
+from guardrail._training.data import is_test, load_evaluator, load_harm
 from guardrail.testing import DISGUISES
 
 SOURCES = ("beavertails", "saferlhf", "gptfuzz")

@@ -32,9 +32,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from guardrail import Guard, ValueVector
-from guardrail._genai import MESSAGES_LIMIT, provider_name
-from guardrail._telemetry import CAPTURE_ENV, CONTENT_LIMIT
+from guardrail import Guard, ModelCall, ModelReply, ValueVector
+from guardrail._telemetry.checks import CAPTURE_ENV, CONTENT_LIMIT
+from guardrail._telemetry.genai import MESSAGES_LIMIT, provider_name
 from guardrail.testing import FakeScorer
 from guardrail_langchain import GuardedChatModel, ValueGuardrailMiddleware
 from guardrail_litellm import ValueGuardrail, completion, verdict_of
@@ -127,6 +127,28 @@ def outline(spans: Sequence[ReadableSpan]) -> list[str]:
 
 def expect(shape: list[str], model: str) -> list[str]:
     return [line.format(model=model) for line in shape]
+
+
+# -- your own integration: the one hook --------------------------------------------------------------
+
+
+def test_an_integration_of_your_own_gets_the_same_trace(guard: Guard, exporter: InMemorySpanExporter) -> None:
+    """``Guard.trace_call`` is all an integration needs: the call span, the model span, the guard's spans."""
+    with guard.trace_call(ModelCall("my-model", "bedrock", {"temperature": 0.2}), integration="mine") as call:
+        with call.model() as model:
+            model.record(ModelReply(id="r1", input_tokens=12, output_tokens=40, finish_reasons=["stop"]))
+        call.record(guard.enforce(HARMFUL, prompt="How can I sleep better?"))
+    spans = exporter.get_finished_spans()
+    assert outline(spans) == expect(CALL, "my-model")
+    root = next(s for s in spans if s.name == "guardrail.call")
+    assert root.attributes is not None
+    assert root.attributes["guardrail.integration"] == "mine"
+    assert root.attributes["guardrail.policy.hash"] == guard.engine.policy_hash
+    chat = next(s for s in spans if s.name == "chat my-model")
+    assert chat.attributes is not None
+    assert chat.attributes["gen_ai.provider.name"] == "aws.bedrock"
+    assert chat.attributes["gen_ai.request.temperature"] == 0.2
+    assert chat.attributes["gen_ai.usage.output_tokens"] == 40
 
 
 def finished(exporter: InMemorySpanExporter, shape: list[str], model: str) -> dict[str, list[ReadableSpan]]:

@@ -45,7 +45,7 @@ from guardrail.testing import FakeScorer
 from guardrail_langchain import GuardedChatModel, ValueGuardrailMiddleware
 
 if TYPE_CHECKING:
-    from guardrail._scorer import TransformerScorer
+    from guardrail._scoring.scorer import TransformerScorer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from guardrail import Guard, Policy, PolicyValidationError, ValueVector, load_policy
-from guardrail._language import LanguageDetector, split_languages
+from guardrail._guard.language import LanguageDetector, split_languages
 from guardrail.testing import FakeScorer
 
 FRENCH = "Pour faire du pain, mélangez la farine, l'eau, le sel et la levure, puis pétrissez la pâte dix minutes."

@@ -1,4 +1,4 @@
-"""Tests for guardrail._loader: golden file:line:col output for every invalid fixture."""
+"""Tests for guardrail._policy.loader: golden file:line:col output for every invalid fixture."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guardrail import _loader
 from guardrail._exceptions import (
     Issue,
     PolicyError,
@@ -19,8 +18,9 @@ from guardrail._exceptions import (
     PolicySyntaxError,
     PolicyValidationError,
 )
-from guardrail._loader import load_policy, policy_schema, validate_files
-from guardrail._policy import Policy
+from guardrail._policy import loader as _loader
+from guardrail._policy.loader import load_policy, policy_schema, validate_files
+from guardrail._policy.schema import Policy
 from guardrail._values import VALUES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policies"

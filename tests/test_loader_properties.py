@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guardrail._exceptions import PolicyError, PolicyValidationError
-from guardrail._loader import load_policy
-from guardrail._policy import Policy
+from guardrail._policy.loader import load_policy
+from guardrail._policy.schema import Policy
 from guardrail._values import VALUES
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,8 +10,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 
 from guardrail import VALUES, Guard, Policy, ValueVector
-from guardrail._batching import MicroBatcher
-from guardrail._telemetry import SCORE_OFFSET
+from guardrail._scoring.batching import MicroBatcher
+from guardrail._telemetry.checks import SCORE_OFFSET
 from guardrail.testing import FakeScorer
 
 BAD = ValueVector(benevolence=-0.62, universalism=0.5)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardrail._language import LanguageDetector
-from guardrail._normalize import STEPS, Normalized, normalize
+from guardrail._guard.language import LanguageDetector
+from guardrail._guard.normalize import STEPS, Normalized, normalize
 from guardrail.testing import DISGUISES
 
 DETECTOR = LanguageDetector()

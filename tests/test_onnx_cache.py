@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from guardrail import Guard, TransformerScorer
-from guardrail import _runtime as runtime_module
-from guardrail._runtime import OnnxForward, _ensure, file_sha256
+from guardrail._scoring import runtime as runtime_module
+from guardrail._scoring.runtime import OnnxForward, _ensure, file_sha256
 
 HATE = "Immigrants are parasites and criminals. They should be driven out by any means necessary."
 NAMES = ["input_ids", "attention_mask"]
@@ -87,7 +87,7 @@ def test_a_planted_graph_is_refused_and_rebuilt(tmp_path: Path, caplog: pytest.L
         sidecar.unlink()
     elif record == "garbage":
         sidecar.write_bytes(b"\xff\xfe not a hash")
-    with caplog.at_level(logging.WARNING, logger="guardrail._runtime"):
+    with caplog.at_level(logging.WARNING, logger="guardrail._scoring.runtime"):
         assert _ensure("onnx", tmp_path, _build) == graph
     problem = "does not match the SHA-256 recorded" if record == "stale" else "has no SHA-256 recorded"
     assert [r.getMessage() for r in caplog.records] == [
@@ -100,7 +100,7 @@ def test_a_planted_graph_is_refused_and_rebuilt(tmp_path: Path, caplog: pytest.L
 def test_a_planted_int8_graph_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     int8 = _ensure("onnx-int8", tmp_path, _build)
     constant_graph(int8)
-    with caplog.at_level(logging.WARNING, logger="guardrail._runtime"):
+    with caplog.at_level(logging.WARNING, logger="guardrail._scoring.runtime"):
         assert _ensure("onnx-int8", tmp_path, _build) == int8
     assert "scores-int8.onnx does not match" in caplog.text
     assert (tmp_path / "scores-int8.onnx.sha256").read_text().strip() == file_sha256(int8)
@@ -115,7 +115,7 @@ def test_planted_graph_with_the_real_model(
     graph = first._onnx.path
     assert Guard("default", first).check(HATE).decision == "block"
     constant_graph(graph)  # planted over the real export; its record is left as it was
-    with caplog.at_level(logging.WARNING, logger="guardrail._runtime"):
+    with caplog.at_level(logging.WARNING, logger="guardrail._scoring.runtime"):
         scorer = TransformerScorer(device="cpu", runtime="onnx")
     assert "does not match the SHA-256 recorded at export" in caplog.text
     verdict = Guard("default", scorer).check(HATE)

@@ -1,8 +1,9 @@
 """End to end with a real backend: Arize Phoenix ingests the guard's OTLP export; we read it back.
 
-The server runs from its own virtual environment (its pins clash with ``litellm[proxy]``): ``.ci/run``
-builds ``<repo>/.venv-phoenix``; ``GUARDRAIL_PHOENIX_BIN`` names another ``phoenix`` executable. The
-test environment only needs the light ``arize-phoenix-client``. Fails, never skips, without the server.
+The server runs from its own virtual environment (its pins clash with ``litellm[proxy]``), built on
+first use into the user cache (``_provision.phoenix_bin``); ``GUARDRAIL_PHOENIX_BIN`` names another
+``phoenix`` executable. The test environment only needs the light ``arize-phoenix-client``. Fails,
+never skips, without the server.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _provision import phoenix_bin
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
@@ -35,12 +37,6 @@ from guardrail.testing import FakeScorer
 from guardrail_langchain import GuardedChatModel, ValueGuardrailMiddleware
 from guardrail_litellm import acompletion, completion, verdict_of
 
-REPO = Path(__file__).resolve().parent.parent
-BIN_ENV = "GUARDRAIL_PHOENIX_BIN"
-INSTALL = (
-    "python3 -m venv .venv-phoenix && .venv-phoenix/bin/pip install 'arize-phoenix==20.26.*' "
-    f"(as .ci/run does), or set {BIN_ENV} to a phoenix executable"
-)
 START_TIMEOUT_S = 180  # about 10 s on an idle machine; CI shares two cores with the test run
 HATEFUL = (
     "Immigrants are parasites and criminals. They are inferior people who should be driven out by any means necessary."
@@ -72,13 +68,6 @@ def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def phoenix_bin() -> Path:
-    path = Path(os.environ.get(BIN_ENV) or REPO / ".venv-phoenix" / "bin" / "phoenix")
-    if not path.is_file():
-        pytest.fail(f"Phoenix server not found at {path}: {INSTALL}", pytrace=False)
-    return path
 
 
 def _ready(url: str) -> bool:

@@ -13,7 +13,7 @@ from guardrail._values import SAFETY_VALUES
 from guardrail.testing import FakeScorer
 
 if TYPE_CHECKING:
-    from guardrail._scorer import TransformerScorer
+    from guardrail._scoring.scorer import TransformerScorer
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = ["customer-support", "default", "shadow", "strict"]

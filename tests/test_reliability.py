@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from guardrail import Guard, Item, Policy, ScorerError, ValueVector, Verdict, load_policy
-from guardrail._batching import MicroBatcher
+from guardrail._scoring.batching import MicroBatcher
 from guardrail.testing import FakeScorer, HangingScorer, ReturningScorer, number_of, numbered
 
 POLICY = Policy(name="rel", version="1", thresholds={"benevolence": {"min": -0.3}})

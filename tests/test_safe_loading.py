@@ -9,7 +9,7 @@ import pytest
 
 from guardrail import Guard, PolicyError, PolicySet
 from guardrail._exceptions import PolicySyntaxError
-from guardrail._loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_policy
+from guardrail._policy.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_policy
 from guardrail.testing import FakeScorer
 
 # Nine levels of nine aliases: about 300 bytes that a plain safe_load expands to 9**9 (387 million) strings.

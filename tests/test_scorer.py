@@ -12,7 +12,7 @@ import pytest
 
 from guardrail import Guard, ModelLoadError, ScorerError, TransformerScorer, ValueVector
 from guardrail._resources import default_model_dir
-from guardrail._scorer import pick_device
+from guardrail._scoring.scorer import pick_device
 from guardrail._types import Item
 
 BENIGN = (

@@ -1,11 +1,11 @@
-"""Tests for span scoring (guardrail._head): which tokens a span covers, and how spans count."""
+"""Tests for span scoring (guardrail._scoring.head): which tokens a span covers, and how spans count."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from guardrail._head import SPAN_MIN_TOKENS, combine_spans, pool, pool_spans, span_masks, token_states
+from guardrail._scoring.head import SPAN_MIN_TOKENS, combine_spans, pool, pool_spans, span_masks, token_states
 
 
 def _batch(types: list[list[int]], attention: list[list[int]]) -> dict[str, torch.Tensor]:

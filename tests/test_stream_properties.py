@@ -15,8 +15,8 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardrail._policy import Streaming
-from guardrail._streaming import _Window
+from guardrail._guard.streaming import _Window
+from guardrail._policy.schema import Streaming
 
 TEXT = st.text(alphabet=st.sampled_from("ab \n.é"), max_size=400)
 SETTINGS = st.builds(

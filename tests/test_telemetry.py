@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from guardrail import VALUES, Guard, Policy, ScorerError, ValueVector
-from guardrail._telemetry import CAPTURE_ENV, CONTENT_LIMIT
+from guardrail._telemetry.checks import CAPTURE_ENV, CONTENT_LIMIT
 from guardrail.testing import FakeScorer
 
 BAD = ValueVector(benevolence=-0.62, universalism=0.5)

@@ -15,8 +15,7 @@ from langchain_core.tools import BaseTool
 from pydantic import PrivateAttr, model_validator
 from typing_extensions import Self
 
-from guardrail import ChoiceVerdict, Guard, GuardrailViolation, PolicySet, Verdict, deciding
-from guardrail._genai import CallSpans, ModelCall, call_spans
+from guardrail import CallSpans, ChoiceVerdict, Guard, GuardrailViolation, ModelCall, PolicySet, Verdict, deciding
 from guardrail_langchain._common import (
     METADATA_KEY,
     GuardChoice,
@@ -252,7 +251,7 @@ class GuardedChatModel(BaseChatModel):
 
     def _call_spans(self, guard: Guard, call: ModelCall, metadata: dict[str, Any], streamed: bool = False) -> CallSpans:
         """The ``guardrail.call`` span of one call: the model call, checks and rewrites nest under it."""
-        return call_spans(guard, call, integration="langchain", metadata=metadata, streamed=streamed)
+        return guard.trace_call(call, integration="langchain", metadata=metadata, streamed=streamed)
 
     @staticmethod
     def _inner_call(

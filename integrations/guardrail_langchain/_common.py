@@ -19,8 +19,7 @@ from langchain_core.messages import LC_AUTO_PREFIX, AIMessage, BaseMessage, Huma
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.tracers import _streaming
 
-from guardrail import ChoiceVerdict, Guard, Policy, PolicySet
-from guardrail._genai import ModelCall, ModelReply
+from guardrail import ChoiceVerdict, Guard, ModelCall, ModelReply, Policy, PolicySet
 
 PolicySource = str | os.PathLike[str] | Policy
 """A shipped policy name, a YAML path or a :class:`~guardrail.Policy`."""

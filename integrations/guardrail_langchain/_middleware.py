@@ -15,8 +15,7 @@ from langchain_core.runnables import ensure_config
 from langgraph.types import Command
 from pydantic import PrivateAttr
 
-from guardrail import ChoiceVerdict, Guard, PolicySet
-from guardrail._genai import CallSpans, ModelCall, call_spans
+from guardrail import CallSpans, ChoiceVerdict, Guard, ModelCall, PolicySet
 from guardrail_langchain._chat_model import GuardedChatModel, agenerate, generate
 from guardrail_langchain._common import (
     GuardChoice,
@@ -162,7 +161,7 @@ class _HeldBackModel(GuardedChatModel):
 
 def _call_spans(request: ModelRequest, guard: Guard, metadata: dict[str, Any]) -> CallSpans:
     call = model_call(request.model, _messages(request), None, request.model_settings)
-    return call_spans(guard, call, integration="langchain.agent", metadata=metadata)
+    return guard.trace_call(call, integration="langchain.agent", metadata=metadata)
 
 
 def _messages(request: ModelRequest) -> list[BaseMessage]:

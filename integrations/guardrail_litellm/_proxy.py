@@ -39,8 +39,7 @@ from litellm.types.guardrails import GuardrailEventHooks
 from litellm.types.llms.openai import ResponsesAPIResponse
 from litellm.types.utils import ModelResponseStream
 
-from guardrail import AsyncReask, Guard, Output, PolicyError, PolicySet, Scorer, Verdict
-from guardrail._genai import CallSpans, ModelReply, call_spans
+from guardrail import AsyncReask, CallSpans, Guard, ModelReply, Output, PolicyError, PolicySet, Scorer, Verdict
 from guardrail_litellm._events import AnthropicEvents, ResponsesEvents, is_responses_event
 from guardrail_litellm._guards import PolicySource, shared_scorer
 from guardrail_litellm._mapping import attach, blocked, prompt_of, reask_messages, reask_text, requested_choices
@@ -226,7 +225,7 @@ class ValueGuardrail(CustomGuardrail):
         provider = hidden.get("custom_llm_provider") if isinstance(hidden, dict) else None
         provider = provider or getattr(response, "custom_llm_provider", None)  # a stream
         call = model_call(data, provider if isinstance(provider, str) else None, resolve=False)
-        return call_spans(guard, call, integration="litellm.proxy", metadata=metadata, streamed=streamed)
+        return guard.trace_call(call, integration="litellm.proxy", metadata=metadata, streamed=streamed)
 
     def _reask(self, data: Mapping[str, Any], spans: CallSpans) -> AsyncReask | None:
         router = self.router

@@ -11,8 +11,7 @@ import litellm
 from litellm import CustomStreamWrapper, ModelResponse
 from litellm.types.utils import ModelResponseStream
 
-from guardrail import Guard, GuardrailViolation, PolicySet, Verdict
-from guardrail._genai import CallSpans, ModelCall, call_spans
+from guardrail import CallSpans, Guard, GuardrailViolation, ModelCall, PolicySet, Verdict
 from guardrail_litellm._guards import PolicySource, is_ready, resolve
 from guardrail_litellm._mapping import attach, blocked, prompt_of, reask_messages, reask_text, requested_choices
 from guardrail_litellm._parts import chat_outputs, deliver_chat
@@ -40,7 +39,7 @@ class _Call:
 
     def spans(self) -> CallSpans:
         """The ``guardrail.call`` span of this call (model call, check and rewrite spans nest under it)."""
-        return call_spans(self.guard, model_call(self.kwargs), integration="litellm", metadata=self.metadata,
+        return self.guard.trace_call(model_call(self.kwargs), integration="litellm", metadata=self.metadata,
                           streamed=self.streaming)  # fmt: skip
 
 

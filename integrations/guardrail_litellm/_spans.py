@@ -7,7 +7,7 @@ from typing import Any
 
 import litellm
 
-from guardrail._genai import ModelCall, ModelReply
+from guardrail import ModelCall, ModelReply
 from guardrail_litellm._mapping import answer_of, chunk_text, text_of_content
 
 # litellm's argument names for what the conventions call gen_ai.request.<name>.

@@ -1,6 +1,7 @@
 """Spans of one guarded model call, for the integrations (OpenTelemetry GenAI semantic conventions).
 
-An integration opens a :class:`CallSpans` per guarded call (:func:`call_spans`). The model-call span
+An integration opens a :class:`CallSpans` per guarded call with :meth:`Guard.trace_call`, its one door
+into this module. The model-call span
 and the guard's own spans sit side by side under it, so one trace reads: call, check, rewrite
 attempts, verdict::
 
@@ -37,18 +38,15 @@ from contextlib import contextmanager
 from contextvars import Token
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from guardrail._telemetry import CONTENT_LIMIT, CheckTelemetry, capture_from_env, deployment_of
+from guardrail._telemetry.checks import CONTENT_LIMIT, CheckTelemetry, deployment_of
 from guardrail._verdict import Verdict
-
-if TYPE_CHECKING:
-    from guardrail._guard import Guard
 
 C = TypeVar("C")
 logger = logging.getLogger(__name__)
@@ -224,13 +222,13 @@ class ModelSpan:
 class CallSpans:
     """The ``guardrail.call`` span of one guarded call and the model-call spans under it.
 
-    Built by :func:`call_spans`; the span starts as a child of the current span. ``with spans:``
+    Opened by :meth:`Guard.trace_call`; the span starts as a child of the current span. ``with spans:``
     makes it current for the block and ends it there (an exception is recorded as the error); the
     guard's ``guardrail.enforce`` / ``guardrail.check`` spans opened inside nest under it. A stream
     keeps it open: :meth:`iterate` steps the guarded stream with it current and ends it at the end.
 
     Example:
-        >>> with call_spans(guard, ModelCall("gpt-4o-mini", "openai"), integration="mine") as spans:  # doctest: +SKIP
+        >>> with guard.trace_call(ModelCall("gpt-4o-mini", "openai"), integration="mine") as spans:  # doctest: +SKIP
         ...     with spans.model() as model:
         ...         answer = client.chat(...)
         ...         model.record(ModelReply(id=answer.id, input_tokens=answer.usage.input))
@@ -398,40 +396,37 @@ class CallSpans:
 
 
 def call_spans(
-    guard: Guard,
+    telemetry: CheckTelemetry,
     call: ModelCall,
     *,
     integration: str,
+    policy: tuple[str, str, str],
     metadata: Mapping[str, Any] | None = None,
     streamed: bool = False,
 ) -> CallSpans:
-    """Open the ``guardrail.call`` span of one guarded call, with ``guard``'s tracer provider.
+    """Open the ``guardrail.call`` span of one guarded call; :meth:`Guard.trace_call` is the public door.
 
     Args:
-        guard: The guard checking the call: its tracer provider, content-capture setting and policy.
+        telemetry: The guard's telemetry: its tracer provider and content-capture setting.
         call: What the integration is about to ask the model.
         integration: Recorded as ``guardrail.integration`` (``litellm``, ``langchain``...).
+        policy: The policy's name, version and content hash.
         metadata: The request metadata the guard sees (``deployment`` / ``tenant`` are recorded).
         streamed: Whether the answer is streamed (``guardrail.streamed``).
     """
-    telemetry = getattr(guard, "_telemetry", None)
-    if isinstance(telemetry, CheckTelemetry):
-        tracer, capture = telemetry.tracer, telemetry.capture_content
-    else:  # a stand-in for a Guard: the global provider, as a Guard without its own would use
-        tracer, capture = trace.get_tracer("value-guardrail"), capture_from_env()
-    policy = guard.policy
+    name, version, digest = policy
     attributes: dict[str, Any] = {
         "openinference.span.kind": "CHAIN",
         "guardrail.integration": integration,
         "guardrail.streamed": streamed,
-        "guardrail.policy.name": policy.name,
-        "guardrail.policy.version": policy.version,
-        "guardrail.policy.hash": guard.engine.policy_hash,
+        "guardrail.policy.name": name,
+        "guardrail.policy.version": version,
+        "guardrail.policy.hash": digest,
     }
     deployment = deployment_of(metadata)
     if deployment is not None:
         attributes["guardrail.deployment"] = deployment
-    return CallSpans(tracer, capture, call, attributes)
+    return CallSpans(telemetry.tracer, telemetry.capture_content, call, attributes)
 
 
 # -- attributes ---------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from guardrail._data import (
+from guardrail._scoring.model import PACKAGED_ENCODER, AdapterConfig, ModelConfig, span_stride, write_json
+from guardrail._training.data import (
     HARM_SOURCES,
     SPLIT_RULE,
     VALIDATION_RULE,
@@ -31,8 +32,7 @@ from guardrail._data import (
     mix_harm,
     mix_written,
 )
-from guardrail._evaluate import is_clean, is_harmful
-from guardrail._model import PACKAGED_ENCODER, AdapterConfig, ModelConfig, span_stride, write_json
+from guardrail._training.evaluate import is_clean, is_harmful
 from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES
 
 Progress = Callable[[str], None]
@@ -174,7 +174,7 @@ def _loss(pred: Any, lowest: Any, targets: Any, weights: Any, harmful: Any, cfg:
 def _fit_head(features: Any, targets: Any, weights: Any, harmful: Any, cfg: TrainConfig) -> Any:
     import torch
 
-    from guardrail._head import ValueHead
+    from guardrail._scoring.head import ValueHead
 
     torch.manual_seed(cfg.seed)
     head = ValueHead(features.shape[1], cfg.hidden, len(VALUES), dropout=cfg.dropout)
@@ -248,7 +248,7 @@ def _finetune(
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from guardrail._head import lowest_span, pool, pool_spans
+    from guardrail._scoring.head import lowest_span, pool, pool_spans
 
     torch.manual_seed(cfg.seed)
     encoder = get_peft_model(
@@ -422,15 +422,15 @@ def _hold_out(examples: list[Example], share: float) -> tuple[list[Example], lis
 
 
 def _floors_engine(floors: dict[str, float]) -> Any:
-    from guardrail._engine import Engine
-    from guardrail._policy import Policy
+    from guardrail._policy.engine import Engine
+    from guardrail._policy.schema import Policy
 
     return Engine(Policy(name="calibrated-floors", thresholds={v: {"min": f} for v, f in floors.items()}))
 
 
 def split_metrics(scorer: Any, floors: dict[str, float], data_dir: Path, *, harm: bool = True) -> dict[str, Any]:
     """Metrics on the fixed test split with the calibrated floors as the policy (reported, never tuned on)."""
-    from guardrail._evaluate import evaluate
+    from guardrail._training.evaluate import evaluate
 
     return evaluate(scorer, _floors_engine(floors), data_dir, harm=harm)
 
@@ -443,7 +443,7 @@ def validation_metrics(
     harm_held: list[Example],
 ) -> dict[str, Any]:
     """The test split's metrics on held-out training rows, to choose between runs without the test split."""
-    from guardrail._evaluate import evaluate_examples, evaluate_harm
+    from guardrail._training.evaluate import evaluate_examples, evaluate_harm
 
     metrics = evaluate_examples(scorer, _floors_engine(floors), evaluator, trustworthy) if evaluator else {}
     if harm_held:
@@ -467,8 +467,8 @@ def recalibrate(model_dir: Path, data_dir: Path, progress: Progress = print, *, 
     With ``harm`` False the harm data is left out: the floors then answer to FULCRA's clean answers
     alone, and the card has no harm figures.
     """
-    from guardrail._model import read_card
-    from guardrail._scorer import TransformerScorer
+    from guardrail._scoring.model import read_card
+    from guardrail._scoring.scorer import TransformerScorer
 
     card = read_card(model_dir)
     known = TrainConfig.model_fields
@@ -494,7 +494,7 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, progress: Progress = p
     import torch
     from safetensors.torch import save_file
 
-    from guardrail._scorer import TransformerScorer
+    from guardrail._scoring.scorer import TransformerScorer
 
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)

@@ -7,7 +7,7 @@ windows are combined per value: if any window opposes the value (score < -0.3) t
 opposing window counts, so a harmful paragraph at the end of a long answer is not averaged
 away; otherwise the mean over windows counts. A model with ``span_tokens`` also scores short
 spans of each window's response from the same forward pass, and a span that opposes a value
-counts like a window (``guardrail._head.combine_spans``). A window whose scores are not finite numbers (a
+counts like a window (``guardrail._scoring.head.combine_spans``). A window whose scores are not finite numbers (a
 broken model or graph) is a :class:`ScorerError`, never clamped into range.
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from guardrail._exceptions import ModelLoadError, ScorerError
-from guardrail._model import ModelConfig, read_card, read_config, resolve_encoder, span_stride
 from guardrail._resources import default_model_dir
-from guardrail._runtime import ONNX_RUNTIMES, OnnxForward, exportable, load_onnx, quantize_int8, resolve_runtime
+from guardrail._scoring.model import ModelConfig, read_card, read_config, resolve_encoder, span_stride
+from guardrail._scoring.runtime import ONNX_RUNTIMES, OnnxForward, exportable, load_onnx, quantize_int8, resolve_runtime
 from guardrail._types import Item, Runtime
 from guardrail._validate import clean_text
 from guardrail._values import NO_CONNECTION, VALUES, ValueVector
@@ -100,7 +100,7 @@ class TransformerScorer:
             ``torch-bf16`` (encoder in bfloat16; fast on CPUs with AMX or AVX512-BF16),
             ``torch-int8``, ``onnx`` (ONNX Runtime, float32, exported on first use and cached) or
             ``onnx-int8``. The bfloat16 and int8 runtimes are faster but their scores drift; see
-            README "Performance" for the measured deviation and speed.
+            docs/performance.md for the measured deviation and speed.
         batch_size: Windows per forward pass.
         config: Build from this configuration instead of ``model`` (training: the head starts
             untrained unless ``head`` is given, and the encoder stays float32 on CUDA too).
@@ -129,7 +129,7 @@ class TransformerScorer:
         import torch
         from transformers import AutoTokenizer
 
-        from guardrail._head import pool, score_batch
+        from guardrail._scoring.head import pool, score_batch
 
         self.model_dir = Path(model) if model is not None else default_model_dir()
         self.config = config or read_config(self.model_dir)
@@ -193,7 +193,7 @@ class TransformerScorer:
         from safetensors.torch import load_file
         from transformers import AutoModel
 
-        from guardrail._head import ValueHead
+        from guardrail._scoring.head import ValueHead
 
         try:
             encoder = AutoModel.from_pretrained(source, use_safetensors=True, dtype=self.dtype, **options)

@@ -223,6 +223,22 @@ class Action(_Model):
     fallback: str = Field(default="block", description="rewrite: action applied when the rewrite fails.")
     params: dict[str, Any] = Field(default_factory=dict, description="Extra parameters for the action.")
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form with the fields this kind of action uses: a message, a rewrite's strategy and its settings."""
+        out: dict[str, Any] = {"type": self.type}
+        if self.message is not None:
+            out["message"] = self.message
+        if self.type == "rewrite":
+            out["strategy"] = self.strategy
+            if self.strategy == "reask":
+                out["max_attempts"] = self.max_attempts
+            else:
+                out["min_keep"] = self.min_keep
+            out["fallback"] = self.fallback
+        if self.params:
+            out["params"] = dict(self.params)
+        return out
+
     @model_validator(mode="wrap")
     @classmethod
     def _fields_fit_type(cls, data: Any, handler: ModelWrapValidatorHandler[Action]) -> Action:

@@ -22,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardrail._exceptions import PolicyError
-from guardrail._guard import Guard, default_policy
-from guardrail._loader import read_yaml
+from guardrail._guard.guard import Guard, default_policy
+from guardrail._policy.loader import read_yaml
 from guardrail._types import Scorer
 
 

@@ -211,7 +211,7 @@ def load_touche(data_dir: Path, split: str = "training") -> list[Example]:
     return examples
 
 
-WRITTEN_DIR = Path(__file__).parent / "data"
+WRITTEN_DIR = Path(__file__).resolve().parents[1] / "data"
 """Examples written by the project (not FULCRA): everyday answers and casual harm, see its README."""
 
 

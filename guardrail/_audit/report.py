@@ -15,9 +15,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from guardrail import __version__
-from guardrail._audit import DECISIONS, Audit, Check, drift, mean_profile, pca, pick_bucket
+from guardrail._audit.load import DECISIONS, Audit, Check, drift, mean_profile, pca, pick_bucket
 from guardrail._values import VALUES
+from guardrail._version import __version__
 
 COLOURS = {"allow": "#2e7d32", "log": "#1565c0", "rewrite": "#ef6c00", "block": "#c62828"}
 MAX_SERIES = 8  # deployments drawn on the radar and in the drift panels; the rest are summed in the tables

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from guardrail._policy import Action
+from guardrail._policy.schema import Action, Policy
 from guardrail._types import CheckRole
-from guardrail._verdict import Verdict
+from guardrail._verdict import Rewrite, Verdict
 
 Checks = tuple[Literal["check"], list[str], CheckRole]
 """Request: check these texts (with the original prompt) in this role, send back their verdicts in order."""
@@ -55,6 +55,16 @@ class Result:
 
 
 Strategy = Generator[Checks | Ask, object, Result]
+
+
+def fallback(policy: Policy, verdict: Verdict, response: str, result: Result) -> Verdict:
+    """The verdict once a rewrite failed: the rewrite action's ``fallback`` applies, with why it failed."""
+    assert verdict.action is not None and verdict.action.strategy is not None
+    name = verdict.action.fallback
+    action = policy.action(name)
+    record = Rewrite(verdict.action.strategy, result.attempts, False, action.type, name, result.reason)
+    output = action.message or "" if action.type == "block" else response
+    return replace(verdict, output=output, rewrite=record)
 
 
 def redact(response: str, action: Action) -> Strategy:

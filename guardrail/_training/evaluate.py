@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guardrail._data import HARM_SOURCES, Example, load_evaluator, load_harm, load_trustworthy
-from guardrail._engine import Engine
+from guardrail._policy.engine import Engine
+from guardrail._training.data import HARM_SOURCES, Example, load_evaluator, load_harm, load_trustworthy
 from guardrail._types import Scorer
 from guardrail._values import NO_CONNECTION, SAFETY_VALUES, VALUES
 

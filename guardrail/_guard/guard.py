@@ -14,16 +14,17 @@ from typing import Any, TypeVar
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from guardrail._batching import MicroBatcher, in_thread
-from guardrail._engine import Engine
 from guardrail._exceptions import ScorerError, ScoringTimeout
-from guardrail._loader import load_policy
+from guardrail._guard.reading import Reader, Reading
+from guardrail._guard.rewrite import Result, Strategy, fallback, reask, redact
+from guardrail._guard.streaming import AsyncGuardedStream, GuardedStream
 from guardrail._outputs import Output, OutputPart
-from guardrail._policy import ACTION_STRENGTH, Policy
-from guardrail._reading import Reader, Reading
-from guardrail._rewrite import Result, Strategy, reask, redact
-from guardrail._streaming import AsyncGuardedStream, GuardedStream
-from guardrail._telemetry import CheckTelemetry, capture_from_env
+from guardrail._policy.engine import Engine
+from guardrail._policy.loader import load_policy
+from guardrail._policy.schema import ACTION_STRENGTH, Policy
+from guardrail._scoring.batching import MicroBatcher, in_thread
+from guardrail._telemetry.checks import CheckTelemetry, capture_from_env
+from guardrail._telemetry.genai import CallSpans, ModelCall, call_spans
 from guardrail._types import CheckRole, Item, Scorer
 from guardrail._validate import check_metadata, checked_vectors, clean_text
 from guardrail._values import ValueVector
@@ -89,7 +90,7 @@ class Guard:
         built = scorer is None
         background: Scorer | None = None
         if scorer is None:
-            from guardrail._scorer import TransformerScorer
+            from guardrail._scoring.scorer import TransformerScorer
 
             scorer = TransformerScorer(runtime=settings.runtime)
             background = scorer.background()
@@ -286,6 +287,37 @@ class Guard:
         """Async twin of :meth:`stream`."""
         return AsyncGuardedStream(self, chunks, prompt, metadata, text=text, rebuild=rebuild, part=part)
 
+    def trace_call(
+        self,
+        call: ModelCall,
+        *,
+        integration: str,
+        metadata: Mapping[str, Any] | None = None,
+        streamed: bool = False,
+    ) -> CallSpans:
+        """Open the ``guardrail.call`` span of one guarded model call: an integration's one hook into tracing.
+
+        The model-call span (OpenTelemetry GenAI conventions, :meth:`CallSpans.model`) and this guard's
+        own ``guardrail.enforce`` / ``guardrail.check`` spans nest under it, with this guard's tracer
+        provider and content-capture setting.
+
+        Args:
+            call: What the integration is about to ask the model.
+            integration: Recorded as ``guardrail.integration`` (``litellm``, ``langchain``, your own).
+            metadata: The request metadata this guard sees (``deployment`` / ``tenant`` are recorded).
+            streamed: Whether the answer is streamed (``guardrail.streamed``).
+
+        Example:
+            >>> with guard.trace_call(ModelCall("gpt-4o-mini", "openai"), integration="mine") as call:  # doctest: +SKIP
+            ...     with call.model() as model:
+            ...         answer = client.chat(...)
+            ...         model.record(ModelReply(id=answer.id, output_tokens=answer.usage.output))
+            ...     call.record(guard.enforce(answer.text, prompt))
+        """
+        policy = (self.policy.name, self.policy.version, self.engine.policy_hash)
+        return call_spans(self._telemetry, call, integration=integration, policy=policy, metadata=metadata,
+                          streamed=streamed)  # fmt: skip
+
     # -- twins behind the public ones ----------------------------------------------------
 
     def _check_many(
@@ -408,12 +440,7 @@ class Guard:
         return replace(verdict, output=result.text, rewrite=record)
 
     def _fallback(self, verdict: Verdict, response: str, result: Result) -> Verdict:
-        assert verdict.action is not None and verdict.action.strategy is not None
-        name = verdict.action.fallback
-        action = self.policy.action(name)
-        record = Rewrite(verdict.action.strategy, result.attempts, False, action.type, name, result.reason)
-        output = action.message or "" if action.type == "block" else response
-        return replace(verdict, output=output, rewrite=record)
+        return fallback(self.policy, verdict, response, result)
 
     def _prepare(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None, metadata: object,

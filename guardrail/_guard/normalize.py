@@ -49,9 +49,9 @@ def normalize(text: str, reads: Reads) -> Normalized:
     """Undo the disguises in ``text``; ``steps`` is empty when there was nothing to undo.
 
     ``reads`` confirms that undoing rot13 or a reversal turned noise into readable text
-    (:meth:`guardrail._language.LanguageDetector.reads`).
+    (:meth:`guardrail._guard.language.LanguageDetector.reads`).
 
-    >>> from guardrail._language import LanguageDetector
+    >>> from guardrail._guard.language import LanguageDetector
     >>> reads = LanguageDetector().reads
     >>> normalize("h0w t0 m4ke br3ad", reads).text
     'how to make bread'

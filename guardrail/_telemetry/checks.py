@@ -38,6 +38,7 @@ from guardrail._outputs import OutputPart
 from guardrail._types import CheckRole
 from guardrail._values import label_for
 from guardrail._verdict import Verdict
+from guardrail._version import __version__
 
 SPAN_NAME = "guardrail.check"
 ENFORCE_SPAN = "guardrail.enforce"
@@ -80,8 +81,6 @@ def deployment_of(metadata: Mapping[str, Any] | None) -> str | None:
 
 
 def _meter(meter_provider: MeterProvider | None) -> metrics.Meter:
-    from guardrail import __version__
-
     return metrics.get_meter("value-guardrail", __version__, meter_provider=meter_provider)
 
 
@@ -108,8 +107,6 @@ class CheckTelemetry:
         capture_content: bool = False,
         meter_provider: MeterProvider | None = None,
     ) -> None:
-        from guardrail import __version__
-
         self._tracer = trace.get_tracer("value-guardrail", __version__, tracer_provider=tracer_provider)
         self.capture_content = capture_content
         meter = _meter(meter_provider)

@@ -1,8 +1,8 @@
 """What the scorer reads of an answer: the answer as a reader sees it, in the languages it reads.
 
 A :class:`Reader` is built once from a policy. For each answer it undoes disguises
-(:func:`guardrail._normalize.normalize`, when the policy's ``normalize`` is on), then splits
-off the pieces in languages the policy does not support (:func:`guardrail._language.split_languages`);
+(:func:`guardrail._guard.normalize.normalize`, when the policy's ``normalize`` is on), then splits
+off the pieces in languages the policy does not support (:func:`guardrail._guard.language.split_languages`);
 those pieces are not scored but judged by the policy's ``languages.other`` rule, as one more
 violation next to the value rules.
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guardrail._language import LanguageDetector, split_languages
-from guardrail._normalize import Normalized, normalize
-from guardrail._policy import Policy
+from guardrail._guard.language import LanguageDetector, split_languages
+from guardrail._guard.normalize import Normalized, normalize
+from guardrail._policy.schema import Policy
 from guardrail._verdict import Violation
 
 

@@ -5,10 +5,10 @@ replaces the encoder + pooling + head forward pass of a padded batch::
 
     runtime     forward pass                                               scores vs torch float32
     torch       PyTorch; float32 on the CPU, bfloat16 on CUDA              the reference
-    torch-bf16  PyTorch, encoder in bfloat16 (pooling and head float32)    ~1e-2, see README
-    torch-int8  PyTorch, Linear layers dynamically quantised (per channel) drift, see README
+    torch-bf16  PyTorch, encoder in bfloat16 (pooling and head float32)    ~1e-2, see docs/performance.md
+    torch-int8  PyTorch, Linear layers dynamically quantised (per channel) drift, see docs/performance.md
     onnx        ONNX Runtime, float32 export of the merged model           ~1e-6
-    onnx-int8   ONNX Runtime, weight MatMuls dynamically quantised         drift, see README
+    onnx-int8   ONNX Runtime, weight MatMuls dynamically quantised         drift, see docs/performance.md
     auto        CUDA: torch (bfloat16); CPU: onnx when onnxruntime is installed, else torch
 
 ``torch-bf16`` is the fastest honest CPU option where the CPU multiplies bfloat16 natively (AMX or
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 CPU_DEFAULT = "onnx"
-"""What ``auto`` picks on a CPU when onnxruntime is installed (see README, "Performance")."""
+"""What ``auto`` picks on a CPU when onnxruntime is installed (see docs/performance.md)."""
 ONNX_RUNTIMES = ("onnx", "onnx-int8")
 EXPORT_VERSION = "2"
 """Part of the cache key: bump when the exported graph changes (inputs, outputs, quantisation)."""
@@ -173,7 +173,7 @@ def exportable(
     taking the ``names`` tensors positionally (for the tracer)."""
     from torch import nn
 
-    from guardrail._head import score_batch
+    from guardrail._scoring.head import score_batch
 
     class Exported(nn.Module):
         def __init__(self) -> None:

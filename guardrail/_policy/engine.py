@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from guardrail._policy import ACTION_STRENGTH, Distance, Policy, Range, Region, SeverityRank
+from guardrail._policy.schema import ACTION_STRENGTH, Distance, Policy, Range, Region, SeverityRank
 from guardrail._values import VALUES, ValueVector
 from guardrail._verdict import Decision, Verdict, Violation
 

@@ -16,18 +16,39 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from guardrail._guard.rewrite import Result, fallback
 from guardrail._outputs import OutputPart
-from guardrail._policy import Streaming
-from guardrail._rewrite import Result
+from guardrail._policy.schema import Policy, Streaming
 from guardrail._validate import check_metadata
 from guardrail._verdict import Verdict
 
-if TYPE_CHECKING:
-    from guardrail._guard import Guard
-
 C = TypeVar("C")
+
+
+class WindowChecker(Protocol):
+    """What a guarded stream needs of its guard (a :class:`~guardrail.Guard` is one): the policy and checks."""
+
+    @property
+    def policy(self) -> Policy:
+        """The policy whose ``streaming`` settings and actions apply."""
+        ...
+
+    def check(
+        self, response: str, prompt: str | None = None, metadata: Mapping[str, Any] | None = None,
+        *, part: OutputPart | None = None,
+    ) -> Verdict:  # fmt: skip
+        """Check one window."""
+        ...
+
+    async def acheck(
+        self, response: str, prompt: str | None = None, metadata: Mapping[str, Any] | None = None,
+        *, part: OutputPart | None = None,
+    ) -> Verdict:  # fmt: skip
+        """Async twin of :meth:`check`."""
+        ...
+
 
 _CANNOT_REWRITE = Result(False, None, 0, None, "a streamed answer cannot be rewritten; its fallback applies")
 
@@ -77,7 +98,7 @@ class _Window:
 class _Base(Generic[C]):
     def __init__(
         self,
-        guard: Guard,
+        guard: WindowChecker,
         prompt: str | None,
         metadata: Mapping[str, Any] | None,
         text: Callable[[C], str | None],
@@ -137,7 +158,7 @@ class _Base(Generic[C]):
             return verdict
         if verdict.decision == "rewrite":
             # The same fallback Guard.enforce applies when a rewrite fails, with the reason it failed here.
-            return self._guard._fallback(verdict, self._window.text, _CANNOT_REWRITE)
+            return fallback(self._guard.policy, verdict, self._window.text, _CANNOT_REWRITE)
         return replace(verdict, output=verdict.message)
 
     def _close(self) -> None:
@@ -155,7 +176,7 @@ class GuardedStream(_Base[C], Iterator[C]):
         ('Hello there', 'allow')
     """
 
-    def __init__(self, guard: Guard, chunks: Iterable[C], prompt: str | None = None,
+    def __init__(self, guard: WindowChecker, chunks: Iterable[C], prompt: str | None = None,
                  metadata: Mapping[str, Any] | None = None, *,
                  text: Callable[[C], str | None] = str, rebuild: Callable[[C, str], C] = lambda c, t: t,  # type: ignore[assignment,return-value]
                  part: OutputPart | None = None) -> None:  # fmt: skip
@@ -199,7 +220,7 @@ class GuardedStream(_Base[C], Iterator[C]):
 class AsyncGuardedStream(_Base[C], AsyncIterator[C]):
     """Async twin of :class:`GuardedStream`."""
 
-    def __init__(self, guard: Guard, chunks: AsyncIterable[C], prompt: str | None = None,
+    def __init__(self, guard: WindowChecker, chunks: AsyncIterable[C], prompt: str | None = None,
                  metadata: Mapping[str, Any] | None = None, *,
                  text: Callable[[C], str | None] = str, rebuild: Callable[[C, str], C] = lambda c, t: t,  # type: ignore[assignment,return-value]
                  part: OutputPart | None = None) -> None:  # fmt: skip

@@ -36,7 +36,7 @@ from typing import TypeVar
 from opentelemetry.metrics import Histogram, MeterProvider
 
 from guardrail._exceptions import ScorerError
-from guardrail._telemetry import batch_size_histogram
+from guardrail._telemetry.checks import batch_size_histogram
 from guardrail._types import Item, Scorer
 from guardrail._validate import checked_vectors
 from guardrail._values import ValueVector

@@ -1,6 +1,6 @@
 """The model card: a model directory's ``card.json`` rendered for people (``guardrail model-card``).
 
-The README's model-card section is this function's output for the shipped model, so the two never
+``docs/model-card.md`` opens with this function's output for the shipped model, so the two never
 disagree. Cards of older models lack some entries (harm figures, the calibration target); what a
 card does not hold is left out, never guessed.
 """
@@ -15,7 +15,7 @@ LICENCE = (
     "FULCRA (microsoft/ValueCompass) is MIT-licensed, but its prompts derive from BeaverTails and "
     "DecodingTrust, which are CC BY-NC 4.0: a model trained on them is for research and non-commercial "
     "use unless you retrain on data you may use commercially. Touché23-ValueEval is CC BY 4.0. The base "
-    "encoder all-MiniLM-L6-v2 is Apache-2.0. The project's own examples (guardrail/data/) are ours."
+    "encoder all-MiniLM-L6-v2 is Apache-2.0. The written examples (guardrail/data/) ship under the package's licence."
 )
 HARM_LICENCE = (
     "The harm data: BeaverTails and PKU-SafeRLHF (PKU-Alignment) are CC BY-NC 4.0, GPTFuzz is MIT, "

@@ -1,4 +1,4 @@
-"""Policy files: YAML -> position tree -> validated :class:`~guardrail._policy.Policy`.
+"""Policy files: YAML -> position tree -> validated :class:`~guardrail._policy.schema.Policy`.
 
 Every error carries ``file:line:column`` (1-based) and the dotted key path, one line each::
 
@@ -6,7 +6,7 @@ Every error carries ``file:line:column`` (1-based) and the dotted key path, one 
     support.yaml:9:3  thresholds.kindness  unknown value dimension 'kindness'; expected one of: ...
     support.yaml:12:5  actions.soften.tone  unknown key 'tone'; allowed: type, message, strategy, ...
 
-``extends`` chains are merged with :func:`guardrail._policy.merge` before one validation, and an
+``extends`` chains are merged with :func:`guardrail._policy.schema.merge` before one validation, and an
 error in an inherited key points into the parent file that defined it.
 
 Files are read defensively (:func:`read_yaml`, also used for policy-set files): safe YAML only (no
@@ -36,7 +36,7 @@ from guardrail._exceptions import (
     PolicySyntaxError,
     PolicyValidationError,
 )
-from guardrail._policy import Policy, merge
+from guardrail._policy.schema import Policy, merge
 from guardrail._resources import policies_dir
 
 __all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "load_policy", "policy_schema", "read_yaml",

@@ -29,8 +29,8 @@ from urllib.parse import quote, urlencode
 from urllib.request import Request, urlopen
 
 from guardrail._exceptions import AuditError
-from guardrail._otlpjson import MalformedSpans, SpanRecord, decode, is_otlp, kind, nanoseconds
-from guardrail._telemetry import ENFORCE_SPAN, SPAN_NAME
+from guardrail._telemetry.checks import ENFORCE_SPAN, SPAN_NAME
+from guardrail._telemetry.otlpjson import MalformedSpans, SpanRecord, decode, is_otlp, kind, nanoseconds
 from guardrail._values import VALUES
 
 DECISIONS = ("allow", "log", "rewrite", "block")

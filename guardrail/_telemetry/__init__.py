@@ -1,0 +1,8 @@
+"""Telemetry: the OpenTelemetry spans and metrics the guard records. It observes and decides nothing.
+
+- ``checks``: the spans and metrics of one check (``CheckTelemetry``).
+- ``genai``: the spans of a guarded model call, for the integrations (GenAI semantic conventions).
+- ``otlpjson``: reading OTLP JSON span files back, for the audit report.
+
+Depends on the kernel only.
+"""
