@@ -2,7 +2,7 @@
 
 - The Phoenix server (``tests/test_phoenix.py``) runs from a virtual environment of its own, since
   its pins clash with ``litellm[proxy]``. It is built once, with pip from the package index, into
-  the user cache (``$XDG_CACHE_HOME/value-guardrail/phoenix-<version>``, about 3 minutes and 1 GB)
+  the user cache (``$XDG_CACHE_HOME/value-guardrail/phoenix-<version>``, about 2 minutes and 850 MB)
   and reused afterwards; ``GUARDRAIL_PHOENIX_BIN`` names an existing ``phoenix`` executable instead.
 - A Chromium for the audit report's browser test: ``GUARDRAIL_CHROMIUM``, else one on ``PATH``,
   else Debian's package, installed with apt-get when the tests run as root (as in CI). Anything

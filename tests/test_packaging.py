@@ -33,8 +33,11 @@ def test_wheel_contents(wheel: Path) -> None:
         assert f"guardrail/models/default/{file}" in names
     for data in ("written_benign.jsonl", "written_harmful.jsonl"):  # `guardrail train` works installed
         assert f"guardrail/data/{data}" in names
-    assert "guardrail_litellm/__init__.py" in names
-    assert "guardrail_langchain/__init__.py" in names
+    # Every module of every wing, and of both integrations.
+    for module in [*(ROOT / "guardrail").rglob("*.py"), *(ROOT / "integrations").rglob("*.py")]:
+        relative = module.relative_to(ROOT)
+        parts = relative.parts[1:] if relative.parts[0] == "integrations" else relative.parts
+        assert "/".join(parts) in names, relative
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "guardrail = guardrail._cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -50,6 +51,9 @@ def test_force_flush_keeps_its_timeout(request: pytest.FixtureRequest, protocol:
     start = time.perf_counter()
     delivered = telemetry.force_flush(TIMEOUT_MS)
     took = time.perf_counter() - start
+    # Stopped in the background: against a dead endpoint shutdown waits out the exporter's own timeout,
+    # and left running, its threads would retry for the rest of the session.
+    threading.Thread(target=telemetry.shutdown, daemon=True).start()
     assert delivered is False
     assert took < TIMEOUT_MS / 1000 + MARGIN_S, f"force_flush({TIMEOUT_MS}) took {took:.1f} s"
 
