@@ -354,8 +354,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from guardrail._scoring.model import ModelConfig
     from guardrail._scoring.scorer import TransformerScorer
+    from guardrail._training.config import TrainConfig
     from guardrail._training.data import HARM_SOURCES, file_hashes
-    from guardrail._training.train import TrainConfig, calibration
+    from guardrail._training.train import calibration
 
     started = time.perf_counter()
     if args.threads:

@@ -79,7 +79,8 @@ def rank_key(metrics: dict[str, Any]) -> tuple[int, float]:
 
 def worker(args: argparse.Namespace) -> None:
     """One training run in this process (``--worker NAME --overrides JSON``)."""
-    from guardrail._training.train import TrainConfig, train
+    from guardrail._training.config import TrainConfig
+    from guardrail._training.train import train
 
     name = args.worker
     cfg = TrainConfig(**json.loads(args.overrides), device=args.device, limit=args.limit,

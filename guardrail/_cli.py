@@ -49,7 +49,7 @@ DataOpt = Annotated[Path, typer.Option("--data", help="Folder holding fulcra/ (s
 
 def _trained(name: str) -> str:
     """The training default of one ``train`` option, for its help (the defaults live in ``TrainConfig``)."""
-    from guardrail._training.train import TrainConfig
+    from guardrail._training.config import TrainConfig
 
     value = TrainConfig.model_fields[name].default
     return "none" if value is None else str(value)
@@ -356,7 +356,7 @@ def train(
     """
     from pydantic import ValidationError
 
-    from guardrail._training.train import TrainConfig
+    from guardrail._training.config import TrainConfig
     from guardrail._training.train import train as run
 
     given = {

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from guardrail._training.config import TrainConfig
 from guardrail._training.data import Example
-from guardrail._training.train import TrainConfig, _epoch_rows, _share_of, calibrate_floors, harm_loss
+from guardrail._training.train import _epoch_rows, _share_of, calibrate_floors, harm_loss
 from guardrail._values import VALUES
 
 SAFETY = [VALUES.index(v) for v in ("security", "conformity", "benevolence", "universalism")]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from typer.testing import CliRunner, Result
 
 from guardrail._cli import app
 from guardrail._resources import policies_dir, shipped_policy_names
+from guardrail._training.config import TrainConfig
 from guardrail._values import VALUES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policies"
@@ -443,3 +446,25 @@ def test_calibrate_rewrites_the_card(trained: Path, data_dir: Path) -> None:
 def test_calibrate_needs_a_model_dir(tmp_path: Path) -> None:
     result = expect(invoke("calibrate", "--model", str(tmp_path)), 2)
     assert "not a model directory" in result.stderr
+
+
+def test_train_help_shows_the_training_defaults() -> None:
+    # The defaults live in TrainConfig; --help shows them rather than naming the class.
+    wide = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "240"})  # one line per option
+    text = expect(wide, 0).stdout
+    defaults = TrainConfig()
+    for option, value in (("finetune-epochs", defaults.finetune_epochs), ("adapter-rank", defaults.adapter_rank),
+                          ("harm-margin", defaults.harm_margin), ("span-tokens", defaults.span_tokens)):  # fmt: skip
+        line = next(row for row in text.splitlines() if f"--{option} " in row)
+        assert f"[default: ({value})]" in line, line
+    assert "TrainConfig" not in text
+
+
+def test_the_command_starts_without_the_training_code() -> None:
+    # Building every command (what each `guardrail ...` start does) needs TrainConfig's defaults only.
+    probe = (
+        "import sys, typer.main; from guardrail._cli import app; typer.main.get_command(app);"
+        "print(sorted(m for m in ('guardrail._training.train', 'torch') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
