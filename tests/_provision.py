@@ -49,9 +49,9 @@ def _locked(name: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _run(command: list[str], what: str) -> None:
+def _run(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
     try:
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, env=env)
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"{what} failed ({' '.join(command)}):\n{exc.stderr[-3000:]}", pytrace=False)
     except subprocess.TimeoutExpired:
@@ -94,11 +94,9 @@ def chromium_path() -> str:
         with _locked("chromium"):
             if not shutil.which("chromium"):
                 env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-                for command in (["apt-get", "update", "-qq"],
-                                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):  # fmt: skip
-                    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=_BUILD_TIMEOUT_S)
-                    if result.returncode != 0:
-                        pytest.fail(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}", pytrace=False)
+                _run(["apt-get", "update", "-qq"], "updating the package lists", env)
+                _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+                     "installing chromium", env)  # fmt: skip
         if found := shutil.which("chromium"):
             return found
     pytest.fail(

@@ -381,7 +381,7 @@ class Guard:
                             reply = reask(request[1], request[2])
                             _check_text("reask() result", reply)
                 except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
-                    return self._fallback(verdict, response, _failed(exc))
+                    return fallback(self.policy, verdict, response, _failed(exc))
 
     async def _acarry_out(
         self, verdict: Verdict, response: str, prompt: str | None,
@@ -408,7 +408,7 @@ class Guard:
                             reply = await reask(request[1], request[2])
                             _check_text("reask() result", reply)
                 except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
-                    return self._fallback(verdict, response, _failed(exc))
+                    return fallback(self.policy, verdict, response, _failed(exc))
 
     # -- shared, I/O-free ---------------------------------------------------------------
 
@@ -424,8 +424,11 @@ class Guard:
         if verdict.decision != "rewrite" or verdict.action is None:
             return self._deliver(verdict, output.text)
         what = "reasoning trace" if output.part.kind == "reasoning" else output.part.kind.replace("_", " ")
-        return self._fallback(
-            verdict, output.text, Result(False, None, 0, None, f"a {what} cannot be rewritten; its fallback applies")
+        return fallback(
+            self.policy,
+            verdict,
+            output.text,
+            Result(False, None, 0, None, f"a {what} cannot be rewritten; its fallback applies"),
         )
 
     @staticmethod
@@ -434,13 +437,10 @@ class Guard:
 
     def _rewritten(self, verdict: Verdict, response: str, result: Result) -> Verdict:
         if not result.accepted:
-            return self._fallback(verdict, response, result)
+            return fallback(self.policy, verdict, response, result)
         assert verdict.action is not None and verdict.action.strategy is not None
         record = Rewrite(verdict.action.strategy, result.attempts, True, "rewrite", None, result.reason)
         return replace(verdict, output=result.text, rewrite=record)
-
-    def _fallback(self, verdict: Verdict, response: str, result: Result) -> Verdict:
-        return fallback(self.policy, verdict, response, result)
 
     def _prepare(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None, metadata: object,

@@ -40,7 +40,7 @@ class _Call:
     def spans(self) -> CallSpans:
         """The ``guardrail.call`` span of this call (model call, check and rewrite spans nest under it)."""
         return self.guard.trace_call(model_call(self.kwargs), integration="litellm", metadata=self.metadata,
-                          streamed=self.streaming)  # fmt: skip
+                                     streamed=self.streaming)  # fmt: skip
 
 
 def _by_name(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
