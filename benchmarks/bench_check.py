@@ -174,7 +174,7 @@ def long_throughput(scorer: TransformerScorer, guard: Guard, n: int) -> dict[str
     seconds = time.perf_counter() - start
     return {
         "responses": n,
-        "window_tokens": max(len(w["input_ids"]) for w in windows),
+        "window_tokens": max(len(w.ids) for w in windows),
         "windows_per_response": len(windows) / len(sample),
         "seconds": round(seconds, 3),
         "responses_per_s": round(n / seconds, 1),

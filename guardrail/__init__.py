@@ -41,6 +41,7 @@ from guardrail._outputs import Output, OutputKind, OutputPart, tool_call_text
 from guardrail._policy.engine import Engine, decide
 from guardrail._policy.loader import load_policy, policy_schema
 from guardrail._policy.schema import Action, Distance, Policy, Range, Region, Streaming, Threshold
+from guardrail._scoring.remote import RemoteScorer
 from guardrail._telemetry.genai import CallSpans, ModelCall, ModelReply, ModelSpan
 from guardrail._types import Item, Scorer
 from guardrail._values import DEFINITIONS, GROUPS, SAFETY_VALUES, VALUES, ValueVector, label_for
@@ -98,6 +99,7 @@ __all__ = [
     "Range",
     "Reask",
     "Region",
+    "RemoteScorer",
     "Rewrite",
     "Scorer",
     "ScorerError",

@@ -197,49 +197,81 @@ def score(
     ] = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Score on Ray Data actors (a local Ray, or --address / $RAY_ADDRESS).")
+    ] = False,
+    actors: Annotated[int, typer.Option(min=1, help="With --ray: scorer actors (each one model).")] = 2,
+    address: Annotated[str | None, typer.Option(help="With --ray: the Ray cluster to use (default: local).")] = None,
 ) -> None:
     """Score every line of a JSONL file, keeping its other fields."""
+    import time
+
     from rich.progress import Progress
 
+    from guardrail._serving.rescore import scored_row
+
     rows = list(_read_jsonl(input, on_bad_line))
-    guard = _guard(policy or "default", model, device)
-    per_row = guard.policy.timeout_ms if timeout_ms is None else timeout_ms
+    started = time.perf_counter()
+    if ray:
+        results = _rescored(rows, policy, model, device, actors, batch_size, timeout_ms, address)
+    else:
+        guard = _guard(policy or "default", model, device)
+        per_row = guard.policy.timeout_ms if timeout_ms is None else timeout_ms
+
+        def checked() -> Iterator[tuple[int, dict[str, Any], str | None]]:
+            for start in range(0, len(rows), batch_size):
+                numbered = rows[start : start + batch_size]
+                chunk = [row for _, row in numbered]
+                # An offline batch gets time for all of its rows, not the per-check limit of live traffic.
+                verdicts = guard.check_many([r["response"] for r in chunk], [r.get("prompt") for r in chunk],
+                                            timeout_ms=per_row * len(chunk))  # fmt: skip
+                for (number, row), verdict in zip(numbered, verdicts):
+                    scored_row(row, verdict.to_dict(), verdict.error, decide=policy is not None)
+                    yield number, row, verdict.error
+
+        results = checked()
     written = failed = 0
     with output.open("w", encoding="utf-8") as sink, Progress(console=err, transient=True) as bar:
         task = bar.add_task("scoring", total=len(rows))
-        for start in range(0, len(rows), batch_size):
-            numbered = rows[start : start + batch_size]
-            chunk = [row for _, row in numbered]
-            # An offline batch gets time for all of its rows, not the per-check limit of live traffic.
-            verdicts = guard.check_many(
-                [r["response"] for r in chunk], [r.get("prompt") for r in chunk], timeout_ms=per_row * len(chunk)
-            )
-            for (number, row), verdict in zip(numbered, verdicts):
-                if verdict.error is not None:
-                    failed += 1
-                    err.print(f"[red]not scored[/] {escape(f'{input}:{number}: {verdict.error}')}", highlight=False)
-                    if on_error is OnError.skip:
-                        continue
-                _scored_row(row, verdict, decide=policy is not None)
-                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                written += 1
-            bar.advance(task, len(chunk))
+        for number, row, error in results:
+            bar.advance(task)
+            if error is not None:
+                failed += 1
+                err.print(f"[red]not scored[/] {escape(f'{input}:{number}: {error}')}", highlight=False)
+                if on_error is OnError.skip:
+                    continue
+            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+            written += 1
+    rate = len(rows) / max(time.perf_counter() - started, 1e-9)
     summary = f"scored {len(rows) - failed} responses, {failed} failed"
     summary += f" (skipped), wrote {written} -> {output}" if on_error is OnError.skip else f" -> {output}"
-    err.print(summary, highlight=False)
+    err.print(f"{summary} ({rate:,.0f} rows/s)", highlight=False)
     if failed and on_error is OnError.fail:
         raise typer.Exit(1)
 
 
-def _scored_row(row: dict[str, Any], verdict: Verdict, *, decide: bool) -> None:
-    """Add a verdict to a row: its scores and error, and with a policy its decision (none when it failed)."""
-    data = verdict.to_dict()
-    row["scores"] = data["scores"]
-    row["error"] = verdict.error
-    if decide:
-        # A row that was not scored was not decided either: no on_error block written as if it were.
-        row["decision"] = None if verdict.error is not None else data["decision"]
-        row["violations"] = None if verdict.error is not None else data["violations"]
+def _rescored(
+    rows: list[tuple[int, dict[str, Any]]], policy: str | None, model: Path | None, device: str, actors: int,
+    batch_size: int, timeout_ms: float | None, address: str | None,
+) -> Iterator[tuple[int, dict[str, Any], str | None]]:  # fmt: skip
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        _fail('score --ray needs Ray: pip install "value-guardrail[ray]"')
+    from guardrail._policy.loader import load_policy
+    from guardrail._scoring.model import read_config
+    from guardrail._serving.rescore import rescore
+
+    try:  # a bad policy or model fails here, not in every actor
+        load_policy(policy or "default")
+        if model is not None:
+            read_config(model)
+    except GuardrailError as exc:
+        _fail(str(exc))
+    for result in rescore(rows, policy=policy or "default", decide=policy is not None,
+                          model=None if model is None else str(model), device=device, actors=actors,
+                          batch_size=batch_size, per_row_ms=timeout_ms, address=address):  # fmt: skip
+        yield result.number, result.row, result.error
 
 
 @policy_app.command("validate")
@@ -266,6 +298,67 @@ def policy_schema() -> None:
     from guardrail._policy.loader import policy_schema as schema
 
     print(json.dumps(schema(), indent=2))
+
+
+@app.command()
+def serve(
+    policy: Annotated[
+        list[str] | None,
+        typer.Option("--policy", "-p", help="A policy requests may name (repeat for more; the first is the default)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    model: ModelOpt = None,
+    runtime: Annotated[str, typer.Option(help="auto, torch, torch-bf16, torch-int8, onnx, onnx-int8.")] = "auto",
+    max_batch: Annotated[int, typer.Option(min=1, help="Most items one forward pass takes across requests.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="Longest a request waits for others to join.")] = 2.0,
+    timeout_ms: Annotated[
+        float, typer.Option(min=1, help="Longest /v1/score waits for its vectors (then 504).")
+    ] = 10_000,
+    ray: Annotated[bool, typer.Option("--ray", help="Run as a Ray Serve application (needs the ray extra).")] = False,
+    address: Annotated[str | None, typer.Option(help="With --ray: the Ray cluster (default: a local one).")] = None,
+    replicas: Annotated[str, typer.Option(help="With --ray: scorer replicas, a number or 'auto'.")] = "1",
+    gpus: Annotated[float, typer.Option(min=0, help="With --ray: GPUs per scorer replica.")] = 0,
+) -> None:
+    """Serve the scoring API (/v1/score, /v1/check, LiteLLM's Generic Guardrail route) over HTTP.
+
+    The bearer token requests must carry is read from $GUARDRAIL_SERVE_TOKEN (unset: none).
+    """
+    from pydantic import ValidationError
+
+    from guardrail._policy.loader import load_policy
+
+    options: dict[str, Any] = {"host": host, "port": port, "policies": policy or ["default"], "runtime": runtime,
+                               "max_batch": max_batch, "max_wait_ms": max_wait_ms, "timeout_ms": timeout_ms,
+                               "model": None if model is None else str(model)}  # fmt: skip
+    try:
+        for source in options["policies"]:
+            load_policy(source)  # a bad policy stops the start, not the first request
+        if ray:
+            from guardrail._serving.rayserve import RaySettings
+
+            settings: Any = RaySettings(**options, scorer_replicas=replicas, scorer_gpus=gpus)
+        else:
+            from guardrail._serving.service import ServeSettings
+
+            settings = ServeSettings(**options)
+    except GuardrailError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+    if not ray:
+        from guardrail._serving.app import run
+
+        run(settings)
+        return
+    try:
+        import ray as _ray  # noqa: F401
+    except ImportError:
+        _fail('serve --ray needs Ray: pip install "value-guardrail[ray]"')
+    from guardrail._serving.rayserve import run as run_ray
+
+    run_ray(settings, address=address)
 
 
 @app.command()

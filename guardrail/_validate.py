@@ -6,10 +6,12 @@ naming it instead of a traceback from deep inside a tokenizer, the policy engine
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
+from itertools import chain
 from typing import Any
+
+import numpy as np
 
 from guardrail._exceptions import ScorerError
 from guardrail._values import VALUES, ValueVector
@@ -45,6 +47,10 @@ def check_metadata(metadata: object) -> None:
             raise TypeError(f"metadata keys must be strings, got {type(key).__name__} {key!r}")
 
 
+def _in_range(value: object) -> bool:
+    return isinstance(value, float) and -1.0 <= value <= 1.0  # NaN fails the comparison; an int or bool is no float
+
+
 def checked_vectors(vectors: Any, count: int) -> list[ValueVector]:
     """A scorer's output for ``count`` items, checked: a list of ``count`` finite in-range vectors.
 
@@ -59,9 +65,18 @@ def checked_vectors(vectors: Any, count: int) -> list[ValueVector]:
     for n, vector in enumerate(vectors):
         if not isinstance(vector, ValueVector):
             raise ScorerError(f"the scorer returned {type(vector).__name__} for item {n}, expected a ValueVector")
-        for name in VALUES:
-            # A ValueVector checks its scores when built, but object.__setattr__ gets around that.
-            value = getattr(vector, name)
-            if not isinstance(value, float) or not math.isfinite(value) or not -1.0 <= value <= 1.0:
-                raise ScorerError(f"the scorer returned {name}={value!r} for item {n}, expected a number in [-1, 1]")
+    # A ValueVector checks its scores when built, but object.__setattr__ gets around that: all at once.
+    rows = [v.to_list() for v in vectors]
+    try:
+        scores = np.asarray(rows, dtype=np.float64)
+        fine = bool(np.isfinite(scores).all() and (np.abs(scores) <= 1.0).all())
+    except (TypeError, ValueError):
+        fine = False
+    if not fine or not set(map(type, chain.from_iterable(rows))) <= {float}:
+        for n, row in enumerate(rows):
+            for name, value in zip(VALUES, row):
+                if not _in_range(value):
+                    raise ScorerError(
+                        f"the scorer returned {name}={value!r} for item {n}, expected a number in [-1, 1]"
+                    )
     return list(vectors)

@@ -8,6 +8,7 @@ this order. A score lies in [-1, 1]: +1 the response upholds the value, -1 it op
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -145,7 +146,16 @@ class ValueVector:
 
     def to_list(self) -> list[float]:
         """Return the ten scores in the fixed order."""
-        return [getattr(self, k) for k in VALUES]
+        return list(_SCORES(self))
+
+    @classmethod
+    def _checked(cls, scores: Sequence[float]) -> ValueVector:
+        """A vector of ten scores already known to be Python floats in [-1, 1] (a scorer's own, checked
+        in bulk), without checking each again: the host path builds one per answer."""
+        vector = object.__new__(cls)
+        for name, score in zip(VALUES, scores):
+            object.__setattr__(vector, name, score)
+        return vector
 
     def labels(self) -> dict[str, Label]:
         """Return the FULCRA band (upholds / none / opposes) of each score."""
@@ -161,3 +171,6 @@ class ValueVector:
 
     def __len__(self) -> int:
         return len(VALUES)
+
+
+_SCORES = operator.attrgetter(*VALUES)

@@ -114,7 +114,8 @@ class Verdict:
     part: OutputPart | None = None
     """Which piece of an answer was checked (a choice, its reasoning, a tool call), when the caller said."""
     language: str | None = None
-    """The answer's main language as detected (``en``, ``fr``...), ``None`` when too short to tell."""
+    """The answer's main language as detected (``en``, ``fr``...), ``None`` when too short to tell
+    or not detected (a policy with ``languages.detect: false``)."""
     normalized: tuple[str, ...] = ()
     """Disguises undone before scoring (``base64``, ``homoglyphs``...): the scores are of the undone text."""
     form: Literal["decoded"] | None = None

@@ -29,13 +29,14 @@ ALLOWED: dict[str, set[str]] = {
     "_guard": {KERNEL, "_policy", "_scoring", "_telemetry"},
     "_training": {KERNEL, "_policy", "_scoring"},
     "_audit": {KERNEL, "_telemetry"},
-    TOP: {KERNEL, "_policy", "_scoring", "_telemetry", "_guard", "_training", "_audit"},
+    "_serving": {KERNEL, "_policy", "_scoring", "_telemetry", "_guard"},
+    TOP: {KERNEL, "_policy", "_scoring", "_telemetry", "_guard", "_training", "_audit", "_serving"},
 }
 TOP_MODULES = {"guardrail", "guardrail.__main__", "guardrail._cli", "guardrail._demo", "guardrail.telemetry",
-               "guardrail.testing"}  # fmt: skip
+               "guardrail.testing", "guardrail.serving"}  # fmt: skip
 # Arrows allowed for annotations only, each under ``if TYPE_CHECKING:`` and never imported at run time.
 TYPE_ONLY = {("guardrail._verdict", "guardrail._policy.schema")}  # a verdict names the policy action it applied
-PUBLIC = {"guardrail", "guardrail.telemetry", "guardrail.testing"}
+PUBLIC = {"guardrail", "guardrail.telemetry", "guardrail.testing", "guardrail.serving"}
 
 
 def _module_name(path: Path) -> str:

@@ -11,12 +11,8 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +26,7 @@ import anthropic
 import litellm
 import openai
 from _openai_stub import OpenAIStub, Reply
+from _servers import Proxy, start_proxy, stop
 from fastapi import HTTPException
 from litellm.proxy._types import UserAPIKeyAuth
 
@@ -269,21 +266,6 @@ def test_bad_configuration_fails_at_start(kwargs: dict[str, Any], message: str) 
 # -- the real proxy, end to end -------------------------------------------------------------------
 
 
-@dataclass
-class Proxy:
-    url: str
-    log: Path
-
-    def tail(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 THOUGHT_HARMFUL = Reply(content=BENIGN, reasoning=HARMFUL)
 # Models a real upstream serves (the stub), streamed too; the Responses API and Anthropic routes reach them
 # through litellm's bridge to chat completions (use_chat_completions_api).
@@ -329,42 +311,6 @@ def proxy(
         yield server
     finally:
         stop(process)
-
-
-def start_proxy(config: Path, log: Path, attempts: int = 2) -> tuple[subprocess.Popen[bytes], Proxy]:
-    """Start the proxy and wait until it is live; a start that dies early (a port race) is retried once."""
-    env = {**os.environ, "LITELLM_MASTER_KEY": "sk-test", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}  # fmt: skip
-    for attempt in range(1, attempts + 1):
-        port = free_port()
-        command = [sys.executable, "-c", "import sys; from litellm import run_server; sys.exit(run_server())",
-                   "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-        with log.open("ab") as out:
-            out.write(f"--- attempt {attempt}, port {port}\n".encode())
-            out.flush()
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=config.parent)
-        server = Proxy(f"http://127.0.0.1:{port}", log)
-        deadline = time.monotonic() + 180  # the proxy imports a lot and loads the model: ~10-20 s here
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{server.url}/health/liveliness", timeout=2, trust_env=False).status_code == 200:
-                    return process, server
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        stop(process)
-        if time.monotonic() >= deadline:
-            pytest.fail(f"the proxy was not ready after 180 s:\n{server.tail()}", pytrace=False)
-    pytest.fail(f"the proxy exited with {process.returncode}:\n{server.tail()}", pytrace=False)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=15)
 
 
 def chat(proxy: Proxy, model: str) -> httpx.Response:

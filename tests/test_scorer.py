@@ -99,7 +99,7 @@ def test_long_response_is_windowed_not_truncated(scorer: TransformerScorer) -> N
     assert len(windows) > 2 and set(owners) == {0}
     guard = Guard("default", scorer)
     assert guard.check(long_benign).decision == "allow"
-    assert guard.check(scorer._tokenizer.decode(windows[0]["input_ids"], skip_special_tokens=True)).decision == "allow"
+    assert guard.check(scorer._tokenizer.decode(windows[0].ids, skip_special_tokens=True)).decision == "allow"
     # The harmful paragraph sits far past the first 256 tokens and still blocks the answer.
     verdict = guard.check(answer)
     assert verdict.decision == "block", verdict.explain()

@@ -89,11 +89,19 @@ class Guard:
         settings = self.policy.scorer
         built = scorer is None
         background: Scorer | None = None
-        if scorer is None:
+        if scorer is None and settings.remote is not None:
+            from guardrail._scoring.remote import RemoteScorer
+
+            remote = settings.remote
+            scorer = RemoteScorer(
+                remote.url, timeout_ms=remote.timeout_ms or self.policy.timeout_ms, retries=remote.retries,
+                token=os.environ.get(remote.token_env),
+            )  # fmt: skip
+        elif scorer is None:
             from guardrail._scoring.scorer import TransformerScorer
 
-            scorer = TransformerScorer(runtime=settings.runtime)
-            background = scorer.background()
+            transformer = TransformerScorer(runtime=settings.runtime)
+            scorer, background = transformer, transformer.background()
         batching = built if settings.batching is None else settings.batching
         if batching and not isinstance(scorer, MicroBatcher):
             scorer = MicroBatcher(
@@ -561,7 +569,7 @@ class Guard:
                     verdict = self.engine.fail(outcome, latency_ms=latency, extra=extra)
                 else:
                     verdict = self._strongest(outcome, latency, extra)
-                if not isinstance(reading, str):
+                if not isinstance(reading, str) and (reading.language is not None or reading.normalized):
                     verdict = replace(verdict, language=reading.language, normalized=reading.normalized)
                 if metadata:
                     verdict = _with_metadata(verdict, metadata)
@@ -581,8 +589,8 @@ class Guard:
         The answer as read comes first and wins ties; a decoded run alone that decides more is
         marked ``form="decoded"``.
         """
-        if not vectors:
-            return self.engine.decide(None, latency_ms=latency, extra=extra)
+        if len(vectors) < 2:
+            return self.engine.decide(vectors[0] if vectors else None, latency_ms=latency, extra=extra)
         verdicts = [self.engine.decide(v, latency_ms=latency, extra=extra) for v in vectors]
         best = max(range(len(verdicts)), key=lambda n: (ACTION_STRENGTH[verdicts[n].intended], verdicts[n].risk, -n))
         return verdicts[best] if best == 0 else replace(verdicts[best], form="decoded")

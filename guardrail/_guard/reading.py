@@ -54,6 +54,8 @@ class Reader:
 
     def read(self, response: str) -> Reading:
         """The :class:`Reading` of one answer."""
+        if not self._normalize and not self._rule.detect:
+            return Reading(response)  # read as it is: nothing to undo, no language to tell
         seen = normalize(response, self._reads) if self._normalize else Normalized(response)
         split = split_languages(
             seen.text, self._supported, self._detector,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from guardrail._policy.schema import ACTION_STRENGTH, Distance, Policy, Range, Region, SeverityRank
 from guardrail._values import VALUES, ValueVector
@@ -21,13 +22,12 @@ from guardrail._verdict import Decision, Verdict, Violation
 _INDEX = {name: i for i, name in enumerate(VALUES)}
 
 
-@dataclass(frozen=True, slots=True)
-class _Hit:
+class _Hit(NamedTuple):  # a tuple: built for every rule of every check, where a frozen dataclass costs 3x
     signed: float
     dimension: str | None
     observed: float
     bound: float
-    message: str
+    message: str  # what a violation says; thresholds leave it empty when not violated (most checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,8 @@ class _Rule:
     action: str
     severity: str
     measure: Callable[[Sequence[float]], _Hit]
+    enforces: bool = True
+    """Whether its action does more than allow (only such rules count towards risk)."""
 
 
 def _floor(dim: str, bound: float) -> Callable[[Sequence[float]], _Hit]:
@@ -43,7 +45,7 @@ def _floor(dim: str, bound: float) -> Callable[[Sequence[float]], _Hit]:
 
     def measure(v: Sequence[float]) -> _Hit:
         margin = bound - v[i]
-        text = f"{dim} {v[i]:+.2f}, below the floor {bound:+.2f} by {margin:.2f}"
+        text = f"{dim} {v[i]:+.2f}, below the floor {bound:+.2f} by {margin:.2f}" if margin > 0 else ""
         return _Hit(margin, dim, v[i], bound, text)
 
     return measure
@@ -54,7 +56,7 @@ def _ceiling(dim: str, bound: float) -> Callable[[Sequence[float]], _Hit]:
 
     def measure(v: Sequence[float]) -> _Hit:
         margin = v[i] - bound
-        text = f"{dim} {v[i]:+.2f}, above the ceiling {bound:+.2f} by {margin:.2f}"
+        text = f"{dim} {v[i]:+.2f}, above the ceiling {bound:+.2f} by {margin:.2f}" if margin > 0 else ""
         return _Hit(margin, dim, v[i], bound, text)
 
     return measure
@@ -130,6 +132,13 @@ def _ball(name: str, region: Region) -> Callable[[Sequence[float]], _Hit]:
     return measure
 
 
+def _threshold_bound(policy: Policy, rule: str) -> float:
+    _, dim, side = rule.split(".")
+    bound = getattr(policy.thresholds[dim], side)
+    assert bound is not None
+    return float(bound)
+
+
 class Engine:
     """A policy compiled once into rules; :meth:`decide` maps a vector to a :class:`Verdict`.
 
@@ -154,10 +163,24 @@ class Engine:
             shape = _box(name, region) if region.box is not None else _ball(name, region)
             rule = _Rule(f"regions.{name}", region.action, region.severity, shape)
             (rules if region.kind == "forbidden" else self._allowed).append(rule)
-        self._rules = rules
+        enforcing = {name for name in {r.action for r in rules + self._allowed} if policy.action(name).type != "allow"}
+        rules = [replace(r, enforces=r.action in enforcing) for r in rules]
+        self._allowed = [replace(r, enforces=r.action in enforcing) for r in self._allowed]
+        # Thresholds are measured inline, as a margin, in the order the policy lists them.
+        self._thresholds = [
+            (r, r.name.split(".")[1], _INDEX[r.name.split(".")[1]], _threshold_bound(policy, r.name),
+             r.name.endswith(".min"))
+            for r in rules if r.name.startswith("thresholds.")
+        ]  # fmt: skip
+        self._regions = [r for r in rules if not r.name.startswith("thresholds.")]
 
     def _hits(self, v: Sequence[float]) -> list[tuple[_Rule, _Hit]]:
-        hits = [(rule, rule.measure(v)) for rule in self._rules]
+        """Every rule's measure of ``v``, thresholds as bare margins unless violated (most checks violate none)."""
+        hits = []
+        for rule, dim, i, bound, floor in self._thresholds:
+            margin = bound - v[i] if floor else v[i] - bound
+            hits.append((rule, rule.measure(v) if margin > 0 else _Hit(margin, dim, v[i], bound, "")))
+        hits += [(rule, rule.measure(v)) for rule in self._regions]
         if self._allowed:
             # Outside every allowed region violates; the nearest allowed region explains it.
             hits.append(min(((r, r.measure(v)) for r in self._allowed), key=lambda rh: rh[1].signed))
@@ -165,9 +188,7 @@ class Engine:
 
     def risk(self, vector: ValueVector) -> float:
         """Largest signed margin over the rules that do more than allow (0.0 with no such rule)."""
-        v = vector.to_list()
-        margins = [hit.signed for rule, hit in self._hits(v) if self.policy.action(rule.action).type != "allow"]
-        return max(margins, default=0.0)
+        return self.decide(vector).risk
 
     def decide(
         self, vector: ValueVector | None, *, latency_ms: float = 0.0, extra: Sequence[Violation] = ()
@@ -178,15 +199,17 @@ class Engine:
         the value rules' own; ``vector`` is ``None`` when nothing of the answer was scored.
         """
         hits = self._hits(vector.to_list()) if vector is not None else []
-        enforcing = [h.signed for r, h in hits if self.policy.action(r.action).type != "allow"]
-        enforcing += [v.margin for v in extra if self.policy.action(v.action).type != "allow"]
+        enforcing = [h.signed for r, h in hits if r.enforces]
         violations = [
             Violation(r.name, h.dimension, h.observed, h.bound, h.signed, r.action, r.severity, h.message)
             for r, h in hits
             if h.signed > 0
         ]
-        violations += extra
-        violations.sort(key=self._rank, reverse=True)
+        if extra:
+            enforcing += [v.margin for v in extra if self.policy.action(v.action).type != "allow"]
+            violations += extra
+        if len(violations) > 1:
+            violations.sort(key=self._rank, reverse=True)
         winner = violations[0].action if violations else None
         return self._verdict(vector, tuple(violations), winner, max(enforcing, default=0.0), latency_ms, None)
 

@@ -23,13 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+
 from guardrail._exceptions import ModelLoadError, ScorerError
 from guardrail._resources import default_model_dir
 from guardrail._scoring.model import ModelConfig, read_card, read_config, resolve_encoder, span_stride
 from guardrail._scoring.runtime import ONNX_RUNTIMES, OnnxForward, exportable, load_onnx, quantize_int8, resolve_runtime
+from guardrail._scoring.windows import Window, Windower, pad
 from guardrail._types import Item, Runtime
-from guardrail._validate import clean_text
-from guardrail._values import NO_CONNECTION, VALUES, ValueVector
+from guardrail._values import NO_CONNECTION, ValueVector
 
 _T = TypeVar("_T")
 
@@ -39,9 +41,6 @@ if TYPE_CHECKING:
 
 _ROUNDING = 1e-3
 """How far past +-1 a score may land through float rounding alone (bfloat16 tanh); more is a broken model."""
-
-_CHARS_PER_TOKEN = 100
-"""Most characters one token covers (a longer word is one unknown token): cuts a prompt before tokenising."""
 
 _EXPORT_SAMPLE: list[Item] = [
     ("How do I bake bread?", "Mix flour, water, salt and yeast, knead, let it rise, shape it and bake it until brown."),
@@ -102,6 +101,10 @@ class TransformerScorer:
             ``onnx-int8``. The bfloat16 and int8 runtimes are faster but their scores drift; see
             docs/performance.md for the measured deviation and speed.
         batch_size: Windows per forward pass.
+        compile: Compile the encoder with ``torch.compile`` (on CUDA with CUDA graphs, mode
+            ``reduce-overhead``). Batches are then padded to fixed shapes, rows to a power of two
+            and tokens to a length bucket (:data:`BUCKETS`), so each compiled graph is reused
+            across batches. Runtimes ``torch`` and ``torch-bf16`` only.
         config: Build from this configuration instead of ``model`` (training: the head starts
             untrained unless ``head`` is given, and the encoder stays float32 on CUDA too).
         head: A ``ValueHead`` to use instead of the one in ``model``.
@@ -123,6 +126,7 @@ class TransformerScorer:
         batch_size: int = 32,
         config: ModelConfig | None = None,
         head: Any = None,
+        compile: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -131,6 +135,7 @@ class TransformerScorer:
 
         from guardrail._scoring.head import pool, score_batch
 
+        self._torch = torch
         self.model_dir = Path(model) if model is not None else default_model_dir()
         self.config = config or read_config(self.model_dir)
         self.card = read_card(self.model_dir) if config is None else {}
@@ -149,6 +154,10 @@ class TransformerScorer:
             raise ModelLoadError(f"encoder {source!r} needs a fast tokenizer (for windowing)")
         # Responses are windowed by us, never truncated: silence the length warning.
         self._tokenizer.model_max_length = 1 << 30
+        self._windower = Windower(
+            self._tokenizer, max_length=self.config.max_length,
+            prompt_tokens=self.config.prompt_tokens, window_overlap=self.config.window_overlap,
+        )  # fmt: skip
         self._encoder: Any = None
         self._head: Any = None
         self._onnx: OnnxForward | None = None
@@ -177,8 +186,14 @@ class TransformerScorer:
             self._encoder, self._head = self._on_worker(self._load_modules, source, config, head)
             if self.runtime == "torch-int8":
                 self._encoder = self._on_worker(quantize_int8, self._encoder)
+        self.static_shapes = compile
+        """Whether batches are padded to fixed shapes (a compiled encoder)."""
+        if compile:
+            if self.runtime not in ("torch", "torch-bf16"):
+                raise ModelLoadError(f"compile needs runtime torch or torch-bf16, not {self.runtime!r}")
+            mode = "reduce-overhead" if self.device.startswith("cuda") else "default"
+            self._encoder = torch.compile(self._encoder, mode=mode, dynamic=False)
         self._lock = threading.Lock()
-        self._torch = torch
         self._pool = pool
         self._score_batch = score_batch
 
@@ -279,11 +294,8 @@ class TransformerScorer:
         if not items:
             return []
         windows, owners = self._windows(items)
-        scores = self._forward(windows, pooled_only=False)
-        rows: list[list[int]] = [[] for _ in items]  # one pass: a scan per item is quadratic in the batch
-        for row, owner in enumerate(owners):
-            rows[owner].append(row)
-        return [self._combine(scores, r, n) for n, r in enumerate(rows)]
+        scores = self._forward(windows, pooled_only=False).numpy()
+        return _combine(scores, owners, len(items))
 
     def background(self) -> TransformerScorer:
         """A twin for low-priority work: same model and results, forward passes of its own.
@@ -313,77 +325,45 @@ class TransformerScorer:
         """Pooled encoder features of each pair's first window (what the head is trained on)."""
         return self._forward(self.first_windows(items), pooled_only=True)
 
-    def first_windows(self, items: Sequence[Item]) -> list[dict[str, list[int]]]:
+    def first_windows(self, items: Sequence[Item]) -> list[Window]:
         """Token ids of each pair's first window: training sees what scoring sees, truncated."""
         windows, owners = self._windows(items)
-        first: dict[int, dict[str, list[int]]] = {}
+        first: dict[int, Window] = {}
         for window, owner in zip(windows, owners):
             first.setdefault(owner, window)
         return [first[n] for n in range(len(items))]
 
-    def collate(self, windows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        """Pad windows into one batch of tensors on this scorer's device."""
-        batch = self._tokenizer.pad(windows, return_tensors="pt")
-        return to_device(dict(batch), self.device)
+    def collate(self, windows: Sequence[Window], width: int | None = None) -> dict[str, torch.Tensor]:
+        """Pad windows into one batch of tensors on this scorer's device (``width``: tokens per row)."""
+        arrays = pad(windows, self._windower.pad_id, types=self._windower.types, width=width)
+        return to_device({k: self._torch.from_numpy(v) for k, v in arrays.items()}, self.device)
 
-    def _windows(self, items: Sequence[Item]) -> tuple[list[dict[str, list[int]]], list[int]]:
+    def _windows(self, items: Sequence[Item]) -> tuple[list[Window], list[int]]:
         """Token windows of every item, and for each window the index of the item it belongs to."""
-        for n, (prompt, response) in enumerate(items):
-            if not isinstance(response, str):
-                raise ScorerError(f"item {n}: response must be a string, got {type(response).__name__}")
-            if prompt is not None and not isinstance(prompt, str):
-                raise ScorerError(f"item {n}: prompt must be a string or None, got {type(prompt).__name__}")
-        # Items with and without a prompt are encoded apart (text pair vs single text), so an item's
-        # windows never depend on which other items share its batch.
-        windows: list[dict[str, list[int]]] = []
-        owners: list[int] = []
-        for paired in (True, False):
-            group = [n for n, (prompt, _) in enumerate(items) if bool(prompt) == paired]
-            if not group:
-                continue
-            responses = [clean_text(items[n][1]) for n in group]
-            prompts = [self._clip_prompt(clean_text(items[n][0] or "")) for n in group] if paired else None
-            enc = self._tokenizer(
-                *([prompts, responses] if paired else [responses]),
-                truncation="only_second" if paired else True,
-                max_length=self.config.max_length,
-                stride=min(self.config.window_overlap, self.config.max_length // 2),
-                return_overflowing_tokens=True,
-            )
-            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-            for i, owner in enumerate(enc["overflow_to_sample_mapping"]):
-                windows.append({k: enc[k][i] for k in keys})
-                owners.append(group[owner])
-        return windows, owners
+        return self._windower.windows(items)
 
-    def _clip_prompt(self, prompt: str) -> str:
-        # Keep the start of long prompts so every window has room for the response.
-        if not prompt:
-            return prompt
-        # Only the first prompt_tokens count: a huge prompt is never tokenised whole.
-        prompt = prompt[: self.config.prompt_tokens * _CHARS_PER_TOKEN]
-        ids = self._tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if len(ids) <= self.config.prompt_tokens:
-            return prompt
-        return self._tokenizer.decode(ids[: self.config.prompt_tokens])
-
-    def _forward(self, windows: list[dict[str, list[int]]], *, pooled_only: bool) -> torch.Tensor:
+    def _forward(self, windows: list[Window], *, pooled_only: bool) -> torch.Tensor:
         with self._lock:
             return self._on_worker(self._forward_now, windows, pooled_only)
 
-    def _forward_now(self, windows: list[dict[str, list[int]]], pooled_only: bool) -> torch.Tensor:
+    def _forward_now(self, windows: list[Window], pooled_only: bool) -> torch.Tensor:
         torch = self._torch
         # Sorting by length keeps padding (and so wasted compute) small within each batch.
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i]["input_ids"]))
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))
         results = []
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 if self.stop_when is not None and self.stop_when():
                     raise ScorerError("scoring stopped: the caller gave up")
-                chunk = order[start : start + self.batch_size]
+                chunk = [windows[i] for i in order[start : start + self.batch_size]]
                 # Results stay on the device until all chunks are queued: on CUDA the host pads
                 # the next chunk while the device still computes this one, and one copy back ends it.
-                results.append(self._run(self.collate([windows[i] for i in chunk]), pooled_only).float())
+                if self.static_shapes:
+                    rows, width = _static_shape(len(chunk), max(len(w.ids) for w in chunk), self.config.max_length)
+                    batch = self.collate(chunk + [self._windower.filler()] * (rows - len(chunk)), width)
+                    results.append(self._run(batch, pooled_only)[: len(chunk)].float())
+                else:
+                    results.append(self._run(self.collate(chunk), pooled_only).float())
             ordered = torch.cat(results).cpu()
         out = torch.empty_like(ordered)
         out[torch.tensor(order)] = ordered
@@ -410,20 +390,43 @@ class TransformerScorer:
             return source
         return OnnxForward(source.path, threads=1)
 
-    @staticmethod
-    def _combine(scores: torch.Tensor, rows: list[int], item: int = 0) -> ValueVector:
-        window_scores = scores[rows]
-        if not bool(window_scores.isfinite().all()):
-            raise ScorerError(f"item {item}: the model produced non-finite scores (NaN or infinity)")
-        if len(rows) == 1:
-            combined = window_scores[0]
-        else:
-            lowest = window_scores.min(dim=0).values
-            combined = window_scores.mean(dim=0)
-            opposed = lowest < -NO_CONNECTION
-            combined[opposed] = lowest[opposed]
-        values = [float(x) for x in combined]
-        if any(abs(x) > 1.0 + _ROUNDING for x in values):
-            raise ScorerError(f"item {item}: the model produced scores outside [-1, 1]: {max(values, key=abs):+.4f}")
-        # tanh keeps scores in [-1, 1]; only float rounding can overshoot, by a hair.
-        return ValueVector(**{k: min(1.0, max(-1.0, x)) for k, x in zip(VALUES, values)})
+
+BUCKETS = (32, 64, 128, 256, 512)
+"""Token widths a compiled scorer pads batches to (capped at the model's window length)."""
+
+
+def _static_shape(rows: int, longest: int, max_length: int) -> tuple[int, int]:
+    """The fixed (rows, tokens) a batch is padded to: rows to a power of two, tokens to a bucket."""
+    width = next((b for b in BUCKETS if b >= longest), max_length)
+    return 1 << (rows - 1).bit_length(), min(max(width, longest), max(max_length, longest))
+
+
+def _combine(scores: np.ndarray, owners: list[int], count: int) -> list[ValueVector]:
+    """One vector per item from its windows' scores (``owners[w]``: window ``w``'s item).
+
+    An item with one window takes its scores; with more, per value the most opposing window when
+    any opposes (score < -0.3), else the mean. Non-finite or out-of-range scores name the item.
+    """
+    window = np.zeros(count, dtype=np.int64)
+    window[np.asarray(owners, dtype=np.int64)] = np.arange(len(owners))  # an item's window (its only one, mostly)
+    combined = scores[window]
+    several = (np.bincount(owners, minlength=count) > 1).tolist()
+    if any(several):
+        groups: dict[int, list[int]] = {}
+        for w, owner in enumerate(owners):
+            if several[owner]:
+                groups.setdefault(owner, []).append(w)
+        for item, rows in groups.items():
+            lowest, mean = scores[rows].min(axis=0), scores[rows].mean(axis=0)
+            combined[item] = np.where(lowest < -NO_CONNECTION, lowest, mean)
+    broken = ~np.isfinite(scores).all(axis=1)
+    if broken.any():
+        item = owners[int(np.flatnonzero(broken)[0])]
+        raise ScorerError(f"item {item}: the model produced non-finite scores (NaN or infinity)")
+    over = np.abs(combined) > 1.0 + _ROUNDING
+    if over.any():
+        item = int(np.flatnonzero(over.any(axis=1))[0])
+        worst = max(combined[item].tolist(), key=abs)
+        raise ScorerError(f"item {item}: the model produced scores outside [-1, 1]: {worst:+.4f}")
+    # tanh keeps scores in [-1, 1]; only float rounding can overshoot, by a hair.
+    return [ValueVector._checked(row) for row in np.clip(combined, -1.0, 1.0).tolist()]

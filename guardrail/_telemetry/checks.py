@@ -28,7 +28,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, get_args
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Histogram, MeterProvider
@@ -36,8 +37,8 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer, TracerProvider
 
 from guardrail._outputs import OutputPart
 from guardrail._types import CheckRole
-from guardrail._values import label_for
-from guardrail._verdict import Verdict
+from guardrail._values import VALUES, label_for
+from guardrail._verdict import Decision, Verdict
 from guardrail._version import __version__
 
 SPAN_NAME = "guardrail.check"
@@ -109,6 +110,7 @@ class CheckTelemetry:
     ) -> None:
         self._tracer = trace.get_tracer("value-guardrail", __version__, tracer_provider=tracer_provider)
         self.capture_content = capture_content
+        self._attrs: dict[tuple[str, str, str | None, str], _Attributes] = {}
         meter = _meter(meter_provider)
         self._checks = meter.create_counter(CHECKS, unit="{check}", description="Checked responses, by decision.")
         self._duration = meter.create_histogram(
@@ -134,9 +136,16 @@ class CheckTelemetry:
 
     @contextmanager
     def span(self, start_time: int | None = None) -> Iterator[Span]:
-        """A ``guardrail.check`` span, current for the block; ``start_time`` (ns) when scoring began."""
-        with self._tracer.start_as_current_span(SPAN_NAME, start_time=start_time, record_exception=False) as span:
+        """A ``guardrail.check`` span, ended after the block; ``start_time`` (ns) when scoring began.
+
+        A check span has no children, so it is not made current (attaching a context costs more
+        than the rest of a check's bookkeeping on a busy host).
+        """
+        span = self._tracer.start_span(SPAN_NAME, start_time=start_time, record_exception=False)
+        try:
             yield span
+        finally:
+            span.end()
 
     @contextmanager
     def enforce_span(self) -> Iterator[Span]:
@@ -280,16 +289,40 @@ class CheckTelemetry:
         return attrs
 
     def _measure(self, verdict: Verdict, deployment: str | None, role: CheckRole) -> None:
-        common = {"guardrail.policy.name": verdict.policy_name}
+        key = (verdict.policy_name, verdict.policy_version, deployment, role)
+        attrs = self._attrs.get(key)
+        if attrs is None:
+            if len(self._attrs) > _ATTR_SETS:
+                self._attrs.clear()
+            attrs = self._attrs[key] = _Attributes.of(*key)
+        self._checks.add(1, attrs.checks[verdict.decision])
+        self._duration.record(verdict.latency_ms, attrs.duration)
+        if verdict.scores is not None:
+            for score, value_attrs in zip(verdict.scores.to_list(), attrs.values):
+                self._scores.record(score + SCORE_OFFSET, value_attrs)
+
+
+_ATTR_SETS = 1024
+"""Metric attribute sets a telemetry object remembers (policy x deployment x role); bounded."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Attributes:
+    """The metric attributes of one (policy, version, deployment, role), built once, not per check."""
+
+    checks: dict[str, dict[str, str]]  # by decision
+    duration: dict[str, str]
+    values: tuple[dict[str, str], ...]  # by value, in VALUES order
+
+    @staticmethod
+    def of(policy: str, version: str, deployment: str | None, role: str) -> _Attributes:
+        common = {"guardrail.policy.name": policy}
         if deployment is not None:
             common["guardrail.deployment"] = deployment
-        self._checks.add(1, {
-            **common,
-            "guardrail.policy.version": verdict.policy_version,
-            "guardrail.decision": verdict.decision,
-            "guardrail.check.role": role,
-        })  # fmt: skip
-        self._duration.record(verdict.latency_ms, {**common, "guardrail.check.role": role})
-        if verdict.scores is not None:
-            for name, score in verdict.scores.to_dict().items():
-                self._scores.record(score + SCORE_OFFSET, {**common, "guardrail.value": name})
+        checks = {
+            decision: {**common, "guardrail.policy.version": version, "guardrail.decision": decision,
+                       "guardrail.check.role": role}
+            for decision in get_args(Decision)
+        }  # fmt: skip
+        values = tuple({**common, "guardrail.value": name} for name in VALUES)
+        return _Attributes(checks, {**common, "guardrail.check.role": role}, values)

@@ -180,7 +180,7 @@ def _finetune(
         buckets = [order[i : i + size * 50] for i in range(0, len(order), size * 50)]
         batches = []
         for bucket in buckets:
-            bucket.sort(key=lambda i: len(windows[i]["input_ids"]))
+            bucket.sort(key=lambda i: len(windows[i].ids))
             batches += [bucket[i : i + size] for i in range(0, len(bucket), size)]
         for b in torch.randperm(len(batches), generator=generator).tolist():
             idx = batches[b]
