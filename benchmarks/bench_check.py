@@ -63,6 +63,23 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def publish(report: dict[str, object], out: str | os.PathLike[str] | None) -> None:
+    """Print a benchmark's JSON report, with the machine and the command that made it; and write it to ``out``."""
+    import sys
+
+    report = {
+        **report,
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    **report.get("machine", {})},  # type: ignore[dict-item]
+        "command": " ".join(["python", *sys.argv]),
+    }  # fmt: skip
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=50)

@@ -18,15 +18,12 @@ Everything a guard does is timed (tokenise, window, pad, forward, decide, verdic
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_check import PROMPT, RESPONSE_60, cpu_name
+from bench_check import PROMPT, RESPONSE_60, publish
 
 
 def answers_of(scorer, tokens: int, n: int) -> list[str]:
@@ -58,7 +55,8 @@ def main() -> None:
 
     report: dict[str, object] = {}
     for mode in ("eager", "compiled"):
-        scorer = TransformerScorer(device=args.device, compile=mode == "compiled")
+        runtime = "auto" if args.device.startswith("cuda") else "torch"  # compiling needs PyTorch
+        scorer = TransformerScorer(device=args.device, runtime=runtime, compile=mode == "compiled")
         guard = Guard("default", scorer)
         figures: dict[str, object] = {}
         for tokens in (64, 256):
@@ -97,19 +95,9 @@ def main() -> None:
         "gpu": gpu,
         "figures": report,
         "targets": {"answers_per_s_256_tokens": 20_000, "check_p50_ms": 3.0},
-        "machine": {
-            "cpu": cpu_name(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
-        "command": " ".join(["python", *sys.argv]),
+        "machine": {"torch": torch.__version__},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+    publish(result, args.out)
 
 
 if __name__ == "__main__":

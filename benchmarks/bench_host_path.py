@@ -21,14 +21,12 @@ import argparse
 import gc
 import json
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_check import cpu_name
+from bench_check import publish
 
 
 def answers(data: Path, n: int, windower) -> list[tuple[str, str]]:
@@ -101,18 +99,9 @@ def main() -> None:
         "rounds": args.rounds,
         "figures": figures,
         "target_per_s": 20_000,
-        "machine": {
-            "cpu": cpu_name(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
-        "command": " ".join(["python", *sys.argv]),
+        "machine": {"torch": torch.__version__},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python benchmarks/bench_rescore.py [--rows 100000] [--actors 2] [--sample 1000] [--data ../shared/data]
         [--out FILE]
 
-Writes ``--rows`` rows (the harm sources' answers of 40-300 characters, cycled, each with an id
+Writes ``--rows`` rows (the harm sources' answers of 40-200 characters, cycled, each with an id
 and a nested field), runs the real CLI ``guardrail score IN OUT --ray --actors N -p default`` in a
 subprocess (a local Ray: start-up and model loading included), then ``guardrail score`` without
 Ray on ``--sample`` rows drawn from the file, and compares those rows: decisions equal, largest
@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_check import cpu_name
+from bench_check import publish
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     source = [json.loads(line) for f in sorted((args.data / "harm").glob("*.jsonl")) for line in f.open()]
-    source = [r for r in source if 40 < len(r["response"]) < 300]
+    source = [r for r in source if 40 < len(r["response"]) < 200]
     rows = [{"id": n, "prompt": source[n % len(source)]["prompt"], "response": source[n % len(source)]["response"],
              "meta": {"n": n}} for n in range(args.rows)]  # fmt: skip
     cli = [sys.executable, "-m", "guardrail", "score"]
@@ -78,13 +78,8 @@ def main() -> None:
             if g["scores"] and w["scores"]
             for k in g["scores"]
         ),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
-        "command": " ".join(["python", *sys.argv]),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    publish(result, args.out)
 
 
 if __name__ == "__main__":

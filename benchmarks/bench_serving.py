@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import httpx
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_check import cpu_name
+from bench_check import publish
 
 
 def percentiles(times: list[float]) -> dict[str, float]:
@@ -122,13 +121,8 @@ def main() -> None:
         "answers": "harm sources' answers of 40-200 characters (10-45 tokens), half with prompts",
         "runtime": args.runtime,
         "figures": figures,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
-        "command": " ".join(["python", *sys.argv]),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    publish(report, args.out)
 
 
 if __name__ == "__main__":

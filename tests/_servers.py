@@ -9,9 +9,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -42,18 +46,46 @@ def start_proxy(config: Path, log: Path, attempts: int = 2) -> tuple[subprocess.
             out.flush()
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=config.parent)
         server = Proxy(f"http://127.0.0.1:{port}", log)
-        deadline = time.monotonic() + 180  # the proxy imports a lot and loads the model: ~10-20 s here
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{server.url}/health/liveliness", timeout=2, trust_env=False).status_code == 200:
-                    return process, server
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        # The proxy imports a lot and loads the model: ~10-20 s here.
+        if wait_until_up(process, f"{server.url}/health/liveliness", 180):
+            return process, server
+        timed_out = process.poll() is None  # else it exited early (a port race): try again
         stop(process)
-        if time.monotonic() >= deadline:
+        if timed_out:
             pytest.fail(f"the proxy was not ready after 180 s:\n{server.tail()}", pytrace=False)
     pytest.fail(f"the proxy exited with {process.returncode}:\n{server.tail()}", pytrace=False)
+
+
+def wait_until_up(process: subprocess.Popen[bytes] | None, url: str, seconds: float) -> bool:
+    """Whether ``url`` answers 200 within ``seconds`` (False as soon as ``process`` exits)."""
+    deadline = time.monotonic() + seconds
+    while (process is None or process.poll() is None) and time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def same_vectors(got: list[Any], want: list[Any]) -> bool:
+    """Each verdict carries its own answer's vector: equal but for float rounding (batches differ in padding)."""
+
+    def close(g: Any, w: Any) -> bool:
+        if g.scores is None or w.scores is None:  # nothing scored (all of it in another language)
+            return g.scores is w.scores
+        return max(abs(a - b) for a, b in zip(g.scores, w.scores)) < 1e-4
+
+    return len(got) == len(want) and all(close(g, w) for g, w in zip(got, want))
+
+
+def patient_policy(folder: Path) -> Path:
+    """The default policy with a deadline that 2,000 queued checks on two cores stay within."""
+    policy = yaml.safe_load((REPO / "policies" / "default.yaml").read_text(encoding="utf-8"))
+    policy["timeout_ms"] = 300_000
+    (folder / "default.yaml").write_text(yaml.safe_dump(policy), encoding="utf-8")
+    return folder / "default.yaml"
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -75,14 +107,8 @@ def start_service(args: list[str], log: Path, *, env: dict[str, str] | None = No
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=full)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + wait_s
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2, trust_env=False).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
+    if wait_until_up(process, f"{url}/readyz", wait_s):
+        return process, url
     stop(process)
     tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
     pytest.fail(f"guardrail serve was not ready (exit {process.returncode}):\n{tail}", pytrace=False)

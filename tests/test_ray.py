@@ -17,11 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import ray
-import yaml
-from _servers import free_port
+from _servers import free_port, patient_policy, same_vectors, wait_until_up
 from ray import serve
 from typer.testing import CliRunner
 
@@ -45,12 +43,7 @@ def cluster() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def patient(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default policy with a deadline that 2,000 queued checks on two cores stay within."""
-    policy = yaml.safe_load((REPO / "policies" / "default.yaml").read_text(encoding="utf-8"))
-    policy["timeout_ms"] = 300_000
-    path = tmp_path_factory.mktemp("ray") / "default.yaml"
-    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
-    return path
+    return patient_policy(tmp_path_factory.mktemp("ray"))
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +55,7 @@ def service(cluster: None, patient: Path) -> Iterator[str]:
                            timeout_ms=300_000)  # fmt: skip
     run(settings, blocking=False)
     url = f"http://127.0.0.1:{settings.port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2, trust_env=False).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
+    if not wait_until_up(None, f"{url}/readyz", 300):
         pytest.fail("the Ray Serve application was not ready after 300 s", pytrace=False)
     try:
         yield url
@@ -90,17 +75,6 @@ def answers(data_dir: Path) -> list[tuple[str | None, str]]:
 @pytest.fixture(scope="module")
 def local(scorer: TransformerScorer, answers: list[tuple[str | None, str]]) -> list[Any]:
     return Guard("default", scorer).check_many([r for _, r in answers], [p for p, _ in answers], timeout_ms=600_000)
-
-
-def same_vectors(got: list[Any], want: list[Any]) -> bool:
-    """Each verdict carries its own answer's vector: equal but for float rounding (batches differ in padding)."""
-
-    def close(g: Any, w: Any) -> bool:
-        if g.scores is None or w.scores is None:  # nothing scored (all of it in another language)
-            return g.scores is w.scores
-        return max(abs(a - b) for a, b in zip(g.scores, w.scores)) < 1e-4
-
-    return len(got) == len(want) and all(close(g, w) for g, w in zip(got, want))
 
 
 def replicas() -> list[str]:

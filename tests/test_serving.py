@@ -22,7 +22,7 @@ import httpx
 import pytest
 import uvicorn
 import yaml
-from _servers import free_port, start_proxy, start_service, stop
+from _servers import free_port, patient_policy, same_vectors, start_proxy, start_service, stop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,20 +42,12 @@ HARMFUL = (
 LOAD = 2_000
 
 
-def patient(folder: Path) -> Path:
-    """The default policy with a deadline that 2,000 queued checks on two cores stay within."""
-    policy = yaml.safe_load((REPO / "policies" / "default.yaml").read_text(encoding="utf-8"))
-    policy["timeout_ms"] = 300_000
-    (folder / "default.yaml").write_text(yaml.safe_dump(policy), encoding="utf-8")
-    return folder / "default.yaml"
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``guardrail serve`` with two policies and a token; its base URL."""
     folder = tmp_path_factory.mktemp("serve")
     process, url = start_service(
-        ["--runtime", "torch", "--policy", str(patient(folder)), "--policy", "strict", "--timeout-ms", "300000"],
+        ["--runtime", "torch", "--policy", str(patient_policy(folder)), "--policy", "strict", "--timeout-ms", "300000"],
         folder / "serve.log", env={"GUARDRAIL_SERVE_TOKEN": TOKEN},
     )  # fmt: skip
     try:
@@ -82,17 +74,6 @@ def answers(data_dir: Path) -> list[tuple[str | None, str]]:
 def post(url: str, path: str, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(f"{url}{path}", json=body, headers=AUTH if headers is None else headers, timeout=60,
                       trust_env=False)  # fmt: skip
-
-
-def same_vectors(got: list[Any], want: list[Any]) -> bool:
-    """Each verdict carries its own answer's vector: equal but for float rounding (batches differ in padding)."""
-
-    def close(g: Any, w: Any) -> bool:
-        if g.scores is None or w.scores is None:  # nothing scored (all of it in another language)
-            return g.scores is w.scores
-        return max(abs(a - b) for a, b in zip(g.scores, w.scores)) < 1e-4
-
-    return len(got) == len(want) and all(close(g, w) for g, w in zip(got, want))
 
 
 def percentiles(times: list[float]) -> str:
@@ -181,7 +162,7 @@ def test_remote_scorer_loses_and_crosses_nothing_under_load(
 ) -> None:
     want = local.check_many([r for _, r in answers], [p for p, _ in answers], timeout_ms=600_000)
     scorer = RemoteScorer(service, timeout_ms=300_000, token=TOKEN)
-    remote = Guard(patient(tmp_path), scorer)
+    remote = Guard(patient_policy(tmp_path), scorer)
     times: list[float] = []
 
     async def one(prompt: str | None, response: str) -> Any:
