@@ -248,9 +248,9 @@ def vectors_for(body: dict[str, Any]) -> JSONResponse:
 
 
 def test_a_service_that_is_down_fails_closed() -> None:
-    guard = Guard("default", RemoteScorer(f"http://127.0.0.1:{free_port()}", timeout_ms=2000, retries=2))
-    started = time.perf_counter()
-    verdict = guard.check(BENIGN)
+    with RemoteScorer(f"http://127.0.0.1:{free_port()}", timeout_ms=2000, retries=2) as scorer:
+        started = time.perf_counter()
+        verdict = Guard("default", scorer).check(BENIGN)
     assert verdict.decision == "block" and "ConnectError" in (verdict.error or "") and "3 attempts" in verdict.error
     assert time.perf_counter() - started < 2.5
 
@@ -260,10 +260,9 @@ def test_a_slow_service_fails_closed_at_the_deadline() -> None:
         await asyncio.sleep(3)
         return vectors_for(body)
 
-    with _Stub(slow) as url:
-        guard = Guard("default", RemoteScorer(url, timeout_ms=300))
+    with _Stub(slow) as url, RemoteScorer(url, timeout_ms=300) as scorer:
         started = time.perf_counter()
-        verdict = guard.check(BENIGN)
+        verdict = Guard("default", scorer).check(BENIGN)
         assert time.perf_counter() - started < 1.5
         assert verdict.decision == "block" and "no answer within timeout_ms=300" in (verdict.error or "")
 
@@ -276,7 +275,14 @@ def test_unavailable_is_repeated_and_bad_requests_are_not() -> None:
     with stub as url:
         scorer = RemoteScorer(url)
         assert len(scorer.score([(None, "a"), ("p", "b")])) == 2 and scorer.model_id == "stub"
-        assert asyncio.run(scorer.ascore([(None, "c")]))[0].benevolence == 0.0
+
+        async def once() -> Any:
+            try:
+                return await scorer.ascore([(None, "c")])
+            finally:
+                await scorer.aclose()
+
+        assert asyncio.run(once())[0].benevolence == 0.0
     assert stub.calls == 3  # the 503 once more, then the async call
 
     async def refuses(calls: int, body: dict[str, Any]) -> Response:
@@ -296,8 +302,8 @@ def test_a_malformed_answer_is_a_scorer_error() -> None:
     async def wrong(calls: int, body: dict[str, Any]) -> Response:
         return JSONResponse({"vectors": [[2.0] * 10]})
 
-    with _Stub(wrong) as url:
-        verdict = Guard("default", RemoteScorer(url)).check(BENIGN)
+    with _Stub(wrong) as url, RemoteScorer(url) as scorer:
+        verdict = Guard("default", scorer).check(BENIGN)
         assert verdict.decision == "block" and "malformed answer" in (verdict.error or "")
 
 

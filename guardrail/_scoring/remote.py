@@ -17,6 +17,7 @@ import asyncio
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +74,7 @@ class RemoteScorer:
         self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._httpx = httpx
         self._client = httpx.Client(limits=self._limits, headers=self._headers)
+        weakref.finalize(self, self._client.close)  # a scorer dropped unclosed leaves no socket open
         # Calls wait here, not in the connection pool, whose queue costs more the longer it gets.
         self._slots = threading.BoundedSemaphore(max_connections)
         self._max_connections = max_connections
