@@ -132,13 +132,6 @@ def _ball(name: str, region: Region) -> Callable[[Sequence[float]], _Hit]:
     return measure
 
 
-def _threshold_bound(policy: Policy, rule: str) -> float:
-    _, dim, side = rule.split(".")
-    bound = getattr(policy.thresholds[dim], side)
-    assert bound is not None
-    return float(bound)
-
-
 class Engine:
     """A policy compiled once into rules; :meth:`decide` maps a vector to a :class:`Verdict`.
 
@@ -153,11 +146,14 @@ class Engine:
         self.policy = policy
         self.policy_hash = policy.content_hash()
         rules: list[_Rule] = []
+        bounds: dict[str, tuple[str, int, float, bool]] = {}  # threshold rule -> (dimension, index, bound, floor?)
         for dim, t in policy.thresholds.items():
             if t.min is not None:
                 rules.append(_Rule(f"thresholds.{dim}.min", t.action, t.severity, _floor(dim, t.min)))
+                bounds[rules[-1].name] = (dim, _INDEX[dim], t.min, True)
             if t.max is not None:
                 rules.append(_Rule(f"thresholds.{dim}.max", t.action, t.severity, _ceiling(dim, t.max)))
+                bounds[rules[-1].name] = (dim, _INDEX[dim], t.max, False)
         self._allowed: list[_Rule] = []
         for name, region in policy.regions.items():
             shape = _box(name, region) if region.box is not None else _ball(name, region)
@@ -167,12 +163,8 @@ class Engine:
         rules = [replace(r, enforces=r.action in enforcing) for r in rules]
         self._allowed = [replace(r, enforces=r.action in enforcing) for r in self._allowed]
         # Thresholds are measured inline, as a margin, in the order the policy lists them.
-        self._thresholds = [
-            (r, r.name.split(".")[1], _INDEX[r.name.split(".")[1]], _threshold_bound(policy, r.name),
-             r.name.endswith(".min"))
-            for r in rules if r.name.startswith("thresholds.")
-        ]  # fmt: skip
-        self._regions = [r for r in rules if not r.name.startswith("thresholds.")]
+        self._thresholds = [(r, *bounds[r.name]) for r in rules if r.name in bounds]
+        self._regions = [r for r in rules if r.name not in bounds]
 
     def _hits(self, v: Sequence[float]) -> list[tuple[_Rule, _Hit]]:
         """Every rule's measure of ``v``, thresholds as bare margins unless violated (most checks violate none)."""

@@ -88,9 +88,10 @@ class Windower:
         self.prompt_tokens = prompt_tokens
         self.stride = min(window_overlap, max_length // 2)
         self._template = self._probe()
-        self._lower = _word_cache_lowercases(self._fast)
+        spec = json.loads(self._fast.to_str())
+        self._lower = _word_cache_lowercases(spec)
         # An added token ("[SEP]") written in an answer is matched before any splitting: such text goes whole.
-        added = [t["content"] for t in json.loads(self._fast.to_str()).get("added_tokens") or []]
+        added = [t["content"] for t in spec.get("added_tokens") or []]
         self._added = re.compile("|".join(map(re.escape, added)), re.IGNORECASE) if added else None
         # One search finds both kinds of text the cache cannot split: a joining control character, or a
         # character a special token starts with ("["); most answers have neither and pay one scan.
@@ -271,13 +272,13 @@ def _step(kinds: Sequence[int]) -> int:
     return turn
 
 
-def _word_cache_lowercases(fast: Any) -> bool | None:
-    """Whether the word cache applies (a BERT-style WordPiece pipeline), and if so whether it lower-cases.
+def _word_cache_lowercases(spec: dict[str, Any]) -> bool | None:
+    """Whether the word cache applies to a tokenizer (its JSON ``spec``: a BERT-style WordPiece pipeline),
+    and if so whether it lower-cases.
 
     ``None``: the tokenizer does more than split ASCII at whitespace and punctuation (another
     normalizer, pre-tokenizer or model), so every text goes through it whole.
     """
-    spec = json.loads(fast.to_str())
     normalizer, pre, model = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}, spec.get("model") or {}
     if normalizer.get("type") != "BertNormalizer" or pre.get("type") != "BertPreTokenizer":
         return None
