@@ -34,7 +34,7 @@ def ask(answer: str) -> None:
     response = completion(model=MODEL, messages=messages, mock_response=answer)
     verdict = verdict_of(response)
     assert verdict is not None
-    print(f"decision: {verdict.decision}  ({verdict.explain()})")
+    print(f"decision: {verdict.decision}  ({verdict.summary()})")
     print(f"answer:   {response.choices[0].message.content}")
 
 

@@ -8,7 +8,7 @@ Quick start::
     verdict = guard.check("Immigrants are parasites and criminals...", prompt="What do you think about immigrants?")
     verdict.decision                    # 'allow' | 'log' | 'block' | 'rewrite'
     verdict.scores.universalism         # one of ten scores in [-1, 1]
-    verdict.explain()                   # "block (policy default v1.2): universalism -0.91, below the floor ..."
+    verdict.summary()                   # "block (policy default v1.2): universalism -0.91, below the floor ..."
 
 The README and ``docs/`` have the rest.
 
@@ -40,12 +40,13 @@ from guardrail._guard.streaming import AsyncGuardedStream, GuardedStream
 from guardrail._outputs import Output, OutputKind, OutputPart, tool_call_text
 from guardrail._policy.engine import Engine, decide
 from guardrail._policy.loader import load_policy, policy_schema
-from guardrail._policy.schema import Action, Distance, Policy, Range, Region, Streaming, Threshold
+from guardrail._policy.schema import Action, DecisionLogSettings, Distance, Policy, Range, Region, Streaming, Threshold
 from guardrail._scoring.remote import RemoteScorer
+from guardrail._telemetry.decisionlog import DecisionLog
 from guardrail._telemetry.genai import CallSpans, ModelCall, ModelReply, ModelSpan
 from guardrail._types import Item, Scorer
 from guardrail._values import DEFINITIONS, GROUPS, SAFETY_VALUES, VALUES, ValueVector, label_for
-from guardrail._verdict import Decision, Rewrite, Verdict, Violation
+from guardrail._verdict import Decision, Rewrite, RuleCheck, Verdict, Violation
 from guardrail._version import __version__
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ __all__ = [
     "ChoiceVerdict",
     "DataError",
     "Decision",
+    "DecisionLog",
+    "DecisionLogSettings",
     "Distance",
     "Engine",
     "Guard",
@@ -101,6 +104,7 @@ __all__ = [
     "Region",
     "RemoteScorer",
     "Rewrite",
+    "RuleCheck",
     "Scorer",
     "ScorerError",
     "ScoringTimeout",

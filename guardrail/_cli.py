@@ -1,7 +1,7 @@
 """The ``guardrail`` command: check, score, policy, train, eval, demo.
 
-Exit codes: 0 success (whatever the decision), 1 responses that could not be scored (``score``),
-2 bad input (policy, file, data, arguments).
+Exit codes: 0 success (whatever the decision), 1 responses that could not be scored (``score``) or
+a failing policy test (``policy test``), 2 bad input (policy, file, data, arguments).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-policy_app = typer.Typer(help="Validate policy files and print the policy JSON Schema.", no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Validate, test, diff and tune policies; print the policy JSON Schema.", no_args_is_help=True
+)
 app.add_typer(policy_app, name="policy")
 
 out = Console(soft_wrap=True)
@@ -113,6 +115,10 @@ def check(
     prompt: Annotated[str | None, typer.Option("--prompt", help="The prompt that produced it.")] = None,
     policy: PolicyOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="List every rule evaluated: observed, bound, margin, fired, which decided."),
+    ] = False,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -124,7 +130,12 @@ def check(
     if as_json:
         data = verdict.to_dict()
         keep = ("decision", "scores", "violations", "policy", "action", "mode", "risk", "latency_ms", "error")
-        print(json.dumps({k: data[k] for k in keep}))
+        extra = {"shadow": data["shadow"]} if "shadow" in data else {}
+        if explain:
+            extra["rules"] = [r.to_dict() for r in verdict.rules()]
+        print(json.dumps({**{k: data[k] for k in keep}, **extra}))
+    elif explain:
+        out.print(escape(verdict.explain()), highlight=False)
     else:
         _print_verdict(verdict)
 
@@ -298,6 +309,135 @@ def policy_schema() -> None:
     from guardrail._policy.loader import policy_schema as schema
 
     print(json.dumps(schema(), indent=2))
+
+
+@policy_app.command("diff")
+def policy_diff(
+    old: Annotated[str, typer.Argument(help="The policy in force: a shipped name or a YAML path.")],
+    new: Annotated[str, typer.Argument(help="The changed policy: a shipped name or a YAML path.")],
+    on: Annotated[
+        str,
+        typer.Option("--on", help="Recorded answers: `guardrail score` output, a span file, or a Phoenix URL."),
+    ],
+    project: Annotated[str | None, typer.Option("--project", help="Phoenix project name (with a URL).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for `audit --diff`).")] = False,
+    examples: Annotated[int, typer.Option("--examples", min=0, help="Example ids per direction and rule.")] = 5,
+) -> None:
+    """Re-decide recorded answers under OLD and NEW from their recorded scores, and show what changes."""
+    from guardrail._audit.diff import diff_sources, tables
+
+    try:
+        result = diff_sources(old, new, on, project=project, examples=examples)
+    except GuardrailError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(result.model_dump_json())
+        return
+    for renderable in tables(result):
+        out.print(renderable, highlight=False)
+
+
+@policy_app.command("test")
+def policy_test(
+    paths: Annotated[list[Path], typer.Argument(help="Policy test files, or folders (every *_test.yaml inside).")],
+    recorded: Annotated[
+        bool, typer.Option("--recorded", help="Decide each case on its recorded scores; no model is loaded.")
+    ] = False,
+    record: Annotated[
+        bool, typer.Option("--record", help="Score with the model and write each case's scores into its file.")
+    ] = False,
+    fail_under: Annotated[
+        float | None, typer.Option("--fail-under", min=0, max=100, help="Exit 1 when rule coverage is below PCT.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Run policy test cases (expected decisions on real answers) and report each policy's rule coverage."""
+    from guardrail._lifecycle.cases import load_all
+    from guardrail._lifecycle.runner import run_tests
+
+    if recorded and record:
+        _fail("--recorded and --record exclude each other")
+    try:
+        suites = load_all(paths)  # every file is checked before the model loads
+        scorer = None
+        if not recorded:
+            from guardrail._scoring.scorer import TransformerScorer
+
+            scorer = TransformerScorer(model, device=device)
+        report = run_tests(suites, scorer, mode="recorded" if recorded else "record" if record else "model")
+    except (GuardrailError, ValueError) as exc:  # ValueError: a device the machine does not have
+        _fail(str(exc))
+    print(json.dumps(report.to_dict(fail_under)) if as_json else report.render(fail_under))
+    raise typer.Exit(report.exit_code(fail_under))
+
+
+def _names(option: str, text: str | None) -> list[str]:
+    """A comma-separated list of value names from ``option``; an unknown name is bad input (exit 2)."""
+    names = [name.strip() for name in (text or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in VALUES]
+    if unknown:
+        _fail(f"{option}: unknown value {', '.join(map(repr, unknown))}; expected one of: {', '.join(VALUES)}")
+    return names
+
+
+@policy_app.command("tune")
+def policy_tune(
+    examples: Annotated[
+        Path,
+        typer.Option(
+            "--examples",
+            help="JSONL of labelled answers: {'response', 'prompt'?, 'label': 'acceptable'|'not acceptable'} "
+            "(or 'acceptable'/'harmful': true|false); recorded 'scores' are used as they are.",
+        ),
+    ],
+    policy: PolicyOpt = "default",
+    target_fpr: Annotated[
+        float, typer.Option("--target-fpr", help="Largest share of acceptable answers altered, 0 < x < 1.")
+    ] = 0.05,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Child policy to write (default: <P>-tuned.yaml).")
+    ] = None,
+    values: Annotated[
+        str | None, typer.Option("--values", help="Also bound these values (comma-separated); a floor each.")
+    ] = None,
+    ceilings: Annotated[
+        str | None, typer.Option("--ceilings", help="Tune a ceiling for these values (comma-separated).")
+    ] = None,
+    allow_band: Annotated[
+        bool, typer.Option("--allow-band", help="Let bounds move into the no-connection band |s| <= 0.3.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model directory, loaded only for answers without 'scores'.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples.")] = 0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples.")] = 1000,
+) -> None:
+    """Propose floors and ceilings that meet a target FPR on labelled answers, and write a child policy."""
+    from rich.progress import Progress
+
+    from guardrail._lifecycle.tune import tables, tune
+
+    wanted, tops = _names("--values", values), _names("--ceilings", ceilings)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("scoring", total=None)
+        try:
+            result = tune(policy, examples, target_fpr, output=output, values=wanted, ceilings=tops,
+                          allow_band=allow_band, seed=seed, resamples=bootstrap, model=model,
+                          progress=lambda done, total: bar.update(task, completed=done, total=total))  # fmt: skip
+        except (GuardrailError, ValueError) as exc:  # ValueError: a bad argument, or a device the machine lacks
+            _fail(str(exc))
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    else:
+        for renderable in tables(result):
+            out.print(renderable, highlight=False)
+    for line, error in result.not_scored:
+        err.print(f"[yellow]not scored[/] {escape(f'{examples}:{line}: {error}')}", highlight=False)
+    for warning in result.warnings:
+        err.print(f"[bold yellow]warning:[/] too small to trust: {escape(warning)}", highlight=False)
 
 
 @app.command()
@@ -606,14 +746,19 @@ def audit(
     bucket: Annotated[
         str | None, typer.Option("--bucket", help="Drift time bucket: 1m, 5m, 15m, 1h, 6h, 1d, 1w.")
     ] = None,
+    diff: Annotated[
+        Path | None, typer.Option("--diff", help="Add a policy change: a file from `guardrail policy diff --json`.")
+    ] = None,
 ) -> None:
     """Write a self-contained HTML audit report of the guardrail spans in SOURCE."""
+    from guardrail._audit.diff import read_diff
     from guardrail._audit.load import load
     from guardrail._audit.report import render
 
     try:
+        change = None if diff is None else read_diff(diff)
         report = load(source, project)
-        written = render(report, out_file, png, bucket)
+        written = render(report, out_file, png, bucket, diff=change)
     except GuardrailError as exc:
         _fail(str(exc))
     except ImportError as exc:

@@ -6,7 +6,8 @@
     ├── PolicyError
     │   ├── PolicyNotFoundError    a policy name or path that does not exist
     │   ├── PolicySyntaxError      YAML did not parse: .file .line .column
-    │   └── PolicyValidationError  .issues = [Issue(file, line, column, path, message), ...]
+    │   ├── PolicyValidationError  .issues = [Issue(file, line, column, path, message), ...]
+    │   └── PolicyTestError        a policy test file (``*_test.yaml``) that cannot be run: .issues
     ├── ScorerError
     │   ├── ModelLoadError         model directory missing, unreadable or inconsistent
     │   └── ScoringTimeout         scoring took longer than the policy's ``timeout_ms``
@@ -73,6 +74,14 @@ class PolicyValidationError(PolicyError):
         super().__init__("\n".join(str(i) for i in issues))
 
 
+class PolicyTestError(PolicyError):
+    """A policy test file is malformed or cannot be run as asked; ``issues`` lists every problem."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
 class ScorerError(GuardrailError):
     """The scorer could not produce scores."""
 
@@ -98,4 +107,4 @@ class GuardrailViolation(GuardrailError):
 
     def __init__(self, verdict: Verdict) -> None:
         self.verdict = verdict
-        super().__init__(verdict.explain())
+        super().__init__(verdict.summary())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from guardrail._outputs import OutputPart
 from guardrail._values import ValueVector
@@ -48,6 +49,33 @@ class Violation:
             "severity": self.severity,
             "message": self.message,
         }
+
+
+class RuleCheck(NamedTuple):
+    """One rule of the policy as evaluated for a verdict (:meth:`Verdict.rules`), in evaluation order.
+
+    ``margin`` is signed: how far past its bound the observation lies, positive when the rule is
+    violated, zero or negative when it holds (a bound itself is on the safe side).
+    """
+
+    rule: str
+    """Where the rule lives in the policy (``thresholds.benevolence.min``, ``regions.hate``, ``languages.other``)."""
+    dimension: str | None
+    observed: float
+    bound: float
+    margin: float
+    action: str
+    fired: bool
+    """Whether the rule is violated (for allowed regions: only the nearest, when outside them all)."""
+    decided: bool
+    """Whether this rule's violation decided the verdict (the first of its violations)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as in ``guardrail check --explain --json``."""
+        out = self._asdict()
+        for key in ("observed", "bound", "margin"):
+            out[key] = round(out[key], 4)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +148,11 @@ class Verdict:
     """Disguises undone before scoring (``base64``, ``homoglyphs``...): the scores are of the undone text."""
     form: Literal["decoded"] | None = None
     """``decoded`` when a decoded run (a base64 block...) scored on its own decided, not the whole answer."""
+    decision_id: str | None = None
+    """A unique id of this decision, on its span (``guardrail.decision_id``) and its decision-log line."""
+    shadow: Verdict | None = None
+    """The shadow candidate's verdict on the same scores (a policy's ``shadow:``), never applied."""
+    _evaluator: Callable[[Verdict], tuple[RuleCheck, ...]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def allowed(self) -> bool:
@@ -145,7 +178,17 @@ class Verdict:
             return self.output
         return None
 
-    def explain(self) -> str:
+    @property
+    def revision(self) -> str:
+        """The revision of the policy this verdict was decided under: the first 12 hex digits of its hash."""
+        return self.policy_hash[:12]
+
+    @property
+    def agrees(self) -> bool | None:
+        """Whether the shadow candidate would decide the same (``None`` without one)."""
+        return None if self.shadow is None else self.shadow.intended == self.intended
+
+    def summary(self) -> str:
         """One line: the decision and each violation with its margin."""
         head = f"{self.decision} (policy {self.policy_name} v{self.policy_version})"
         if self.error:
@@ -153,6 +196,45 @@ class Verdict:
         if not self.violations:
             return head
         return head + ": " + "; ".join(v.message for v in self.violations)
+
+    def rules(self) -> tuple[RuleCheck, ...]:
+        """Every rule the policy evaluated for this verdict, in evaluation order, with its margin.
+
+        Empty when nothing was scored by the policy's rules (a verdict built by hand, or one whose
+        scoring failed: ``error`` says why and ``on_error`` decided).
+        """
+        return () if self._evaluator is None else self._evaluator(self)
+
+    def explain(self) -> str:
+        """The decision, then every rule evaluated: observed value, bound, margin, fired or not, which decided.
+
+        Example:
+            >>> print(guard.check(answer).explain())  # doctest: +SKIP
+            block (policy default v1.2, revision 3f2a9c1b0d4e): decided by thresholds.benevolence.min
+              thresholds.security.min      security     -0.12  floor -0.30  margin -0.18  quiet
+              thresholds.benevolence.min   benevolence  -0.62  floor -0.36  margin +0.26  FIRED  decided -> block
+        """
+        rules = self.rules()
+        decider = next((r.rule for r in rules if r.decided), self.violations[0].rule if self.violations else None)
+        head = f"{self.decision} (policy {self.policy_name} v{self.policy_version}, revision {self.revision})"
+        if self.error:
+            lines = [f"{head}: scoring failed: {self.error}; on_error decided"]
+        elif decider is not None:
+            lines = [f"{head}: decided by {decider}"]
+        else:
+            lines = [f"{head}: no rule fired"]
+        width = max((len(r.rule) for r in rules), default=0)
+        for r in rules:
+            kind = "ceiling" if r.rule.endswith(".max") else "floor" if r.rule.endswith(".min") else "bound"
+            state = "FIRED" if r.fired else "quiet"
+            tail = f"  decided -> {r.action}" if r.decided else f"  -> {r.action}" if r.fired else ""
+            lines.append(f"  {r.rule:<{width}}  {r.dimension or '-':<14} {r.observed:+.3f}  {kind} {r.bound:+.3f}"
+                         f"  margin {r.margin:+.3f}  {state}{tail}")  # fmt: skip
+        if self.shadow is not None:
+            shadow = self.shadow
+            lines.append(f"  shadow {shadow.policy_name} v{shadow.policy_version} would {shadow.intended}"
+                         f" ({'agrees' if self.agrees else 'disagrees'})")  # fmt: skip
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form printed by ``guardrail check --json``."""
@@ -172,4 +254,16 @@ class Verdict:
             **({"form": self.form} if self.form is not None else {}),
             **({"rewrite": self.rewrite.to_dict()} if self.rewrite is not None else {}),
             **({"part": self.part.to_dict()} if self.part is not None else {}),
+            **({"decision_id": self.decision_id} if self.decision_id is not None else {}),
+            **({"shadow": self._shadow_dict()} if self.shadow is not None else {}),
+        }
+
+    def _shadow_dict(self) -> dict[str, Any]:
+        assert self.shadow is not None
+        shadow = self.shadow
+        return {
+            "decision": shadow.intended,
+            "agrees": self.agrees,
+            "policy": {"name": shadow.policy_name, "version": shadow.policy_version, "hash": shadow.policy_hash},
+            "violations": [v.rule for v in shadow.violations],
         }

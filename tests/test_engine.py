@@ -44,7 +44,7 @@ def test_floor_violation_message_and_fields() -> None:
     assert verdict.action is not None and verdict.action.type == "block"
     assert verdict.action_name == "block"
     assert verdict.message == "I can't help with that request."
-    assert verdict.explain() == "block (policy test v0): benevolence -0.62, below the floor -0.30 by 0.32"
+    assert verdict.summary() == "block (policy test v0): benevolence -0.62, below the floor -0.30 by 0.32"
 
 
 def test_ceiling_violation_message() -> None:
@@ -347,7 +347,7 @@ def test_fail_closed_by_default() -> None:
     assert verdict.action_name == "block"
     assert verdict.latency_ms == 3.0
     assert verdict.risk == 1.0
-    assert verdict.explain() == "block (policy test v0): scoring failed: ScorerError: boom"
+    assert verdict.summary() == "block (policy test v0): scoring failed: ScorerError: boom"
 
 
 def test_fail_open_when_on_error_allow() -> None:
@@ -385,7 +385,7 @@ def test_verdict_records_policy_identity() -> None:
     assert verdict.latency_ms == 2.5
     assert verdict.mode == "enforce"
     assert verdict.error is None
-    assert verdict.explain() == "allow (policy support v1.2)"
+    assert verdict.summary() == "allow (policy support v1.2)"
 
 
 def test_to_dict_is_json_ready() -> None:

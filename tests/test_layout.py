@@ -1,7 +1,8 @@
 """The house's walls: each subsystem is one subpackage, and imports point one way.
 
 Arrows: integrations -> ``guardrail`` (public API and ``guardrail.telemetry``); top (CLI, public
-modules) -> anything; training and audit on top; guard -> policy, scoring, telemetry; scoring ->
+modules) -> anything; training, audit (which re-decides recorded traffic) and the policy lifecycle
+on top; guard -> policy, scoring, telemetry; scoring ->
 telemetry; policy and telemetry -> kernel. Every import counts: module level, inside functions and
 under ``TYPE_CHECKING`` alike, so a type-only arrow cannot hide a circle.
 """
@@ -28,9 +29,10 @@ ALLOWED: dict[str, set[str]] = {
     "_scoring": {KERNEL, "_telemetry"},
     "_guard": {KERNEL, "_policy", "_scoring", "_telemetry"},
     "_training": {KERNEL, "_policy", "_scoring"},
-    "_audit": {KERNEL, "_telemetry"},
+    "_audit": {KERNEL, "_policy", "_telemetry"},
+    "_lifecycle": {KERNEL, "_policy", "_scoring", "_telemetry", "_guard", "_audit"},
     "_serving": {KERNEL, "_policy", "_scoring", "_telemetry", "_guard"},
-    TOP: {KERNEL, "_policy", "_scoring", "_telemetry", "_guard", "_training", "_audit", "_serving"},
+    TOP: {KERNEL, "_policy", "_scoring", "_telemetry", "_guard", "_training", "_audit", "_serving", "_lifecycle"},
 }
 TOP_MODULES = {"guardrail", "guardrail.__main__", "guardrail._cli", "guardrail._demo", "guardrail.telemetry",
                "guardrail.testing", "guardrail.serving"}  # fmt: skip

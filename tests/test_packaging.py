@@ -29,6 +29,10 @@ def test_wheel_contents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for policy in (ROOT / "policies").glob("*.yaml"):
         assert f"guardrail/policies/{policy.name}" in names
+    # Each policy's test file too: `guardrail policy test` runs them on an installed package.
+    assert {n for n in names if n.endswith("_test.yaml")} == {
+        f"guardrail/policies/{name}_test.yaml" for name in ("customer-support", "default", "shadow", "strict")
+    }
     for file in ("config.json", "head.safetensors", "card.json"):
         assert f"guardrail/models/default/{file}" in names
     for data in ("written_benign.jsonl", "written_harmful.jsonl"):  # `guardrail train` works installed

@@ -41,6 +41,17 @@ PHOENIX_PAGE = 1000  # the most Phoenix's span endpoint returns per page
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """What a shadow candidate decided beside the enforced policy."""
+
+    policy: str
+    """``name vVERSION`` of the candidate."""
+    decision: str
+    agrees: bool
+    violations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Check:
     """One checked answer as the audit sees it."""
 
@@ -62,6 +73,11 @@ class Check:
     output: str | None = None
     rewrite: str | None = None
     """How a rewrite went, e.g. ``reask: 2 attempts, accepted``."""
+    decision_id: str | None = None
+    intended: str | None = None
+    """What the policy's rules asked for (``decision`` differs in shadow mode)."""
+    shadow: Shadow | None = None
+    """The shadow candidate's decision on the same scores, when the policy named one."""
 
     @property
     def policy(self) -> str:
@@ -101,6 +117,31 @@ class Audit:
             (rule, n, statistics.median(margins[rule]) if margins[rule] else None)
             for rule, n in counts.most_common(limit)
         ]
+
+    def disagreements(self) -> list[tuple[str, str, int, int, Counter[str], Counter[str]]]:
+        """Per (deployment, candidate): checks, disagreements, their directions and the rules behind them.
+
+        A direction reads ``enforced -> candidate`` (``allow -> block``); a rule behind a disagreement
+        is one that fired under the candidate only (``+rule``) or under the enforced policy only (``-rule``).
+        """
+        groups: dict[tuple[str, str], list[Check]] = defaultdict(list)
+        for check in self.checks:
+            if check.shadow is not None:
+                groups[check.deployment, check.shadow.policy].append(check)
+        rows = []
+        for (deployment, candidate), checks in sorted(groups.items()):
+            directions: Counter[str] = Counter()
+            rules: Counter[str] = Counter()
+            for check in checks:
+                assert check.shadow is not None
+                if check.shadow.agrees:
+                    continue
+                directions[f"{check.intended or check.decision} -> {check.shadow.decision}"] += 1
+                enforced = {rule for rule, _ in check.violations}
+                rules.update(f"+{r}" for r in set(check.shadow.violations) - enforced)
+                rules.update(f"-{r}" for r in enforced - set(check.shadow.violations))
+            rows.append((deployment, candidate, len(checks), sum(directions.values()), directions, rules))
+        return rows
 
     def deployments(self) -> list[str]:
         """Deployments by number of checks, most first."""
@@ -372,6 +413,24 @@ def _check(span: SpanRecord, parent: SpanRecord | None) -> Check:
         response=attrs.get("guardrail.response", outer.get("guardrail.response")),
         output=outer.get("guardrail.output"),
         rewrite=rewrite,
+        decision_id=attrs.get("guardrail.decision_id"),
+        intended=attrs.get("guardrail.intended_decision"),
+        shadow=_shadow(attrs, malformed),
+    )
+
+
+def _shadow(attrs: Mapping[str, Any], malformed: Any) -> Shadow | None:
+    if "guardrail.shadow.decision" not in attrs:
+        return None
+    violations = attrs.get("guardrail.shadow.violations") or []
+    if not isinstance(violations, list):
+        raise malformed("guardrail.shadow.violations", f"must be a list, got {kind(violations)}")
+    name = attrs.get("guardrail.shadow.policy.name", "?")
+    return Shadow(
+        policy=f"{name} v{attrs.get('guardrail.shadow.policy.version', '?')}",
+        decision=str(attrs["guardrail.shadow.decision"]),
+        agrees=bool(attrs.get("guardrail.shadow.agrees", False)),
+        violations=tuple(str(v) for v in violations),
     )
 
 

@@ -13,11 +13,14 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guardrail._audit.load import DECISIONS, Audit, Check, drift, mean_profile, pca, pick_bucket
 from guardrail._values import VALUES
 from guardrail._version import __version__
+
+if TYPE_CHECKING:
+    from guardrail._audit.diff import PolicyDiff
 
 COLOURS = {"allow": "#2e7d32", "log": "#1565c0", "rewrite": "#ef6c00", "block": "#c62828"}
 MAX_SERIES = 8  # deployments drawn on the radar and in the drift panels; the rest are summed in the tables
@@ -33,8 +36,12 @@ def _figure_class() -> Any:
     return Figure
 
 
-def render(audit: Audit, out: Path, png_dir: Path | None = None, bucket: str | None = None) -> list[Path]:
+def render(
+    audit: Audit, out: Path, png_dir: Path | None = None, bucket: str | None = None, *, diff: PolicyDiff | None = None
+) -> list[Path]:
     """Write the HTML report to ``out`` (and the figures as PNG files into ``png_dir``).
+
+    ``diff``: a policy change re-decided on recorded answers (``guardrail policy diff``), shown as its own section.
 
     Returns:
         The files written, the report first.
@@ -49,7 +56,7 @@ def render(audit: Audit, out: Path, png_dir: Path | None = None, bucket: str | N
     written = [out]
     out.parent.mkdir(parents=True, exist_ok=True)
     # A span may carry a lone surrogate (valid JSON, not encodable): shown escaped, never a crash.
-    out.write_text(_html(audit, images, bucket_s), encoding="utf-8", errors="backslashreplace")
+    out.write_text(_html(audit, images, bucket_s, diff), encoding="utf-8", errors="backslashreplace")
     if png_dir is not None:
         png_dir.mkdir(parents=True, exist_ok=True)
         for name, data in images.items():
@@ -178,7 +185,7 @@ th { background: #f4f4f4; } td.n { text-align: right; font-variant-numeric: tabu
 """
 
 
-def _html(audit: Audit, images: dict[str, bytes], bucket_s: int) -> str:
+def _html(audit: Audit, images: dict[str, bytes], bucket_s: int, diff: PolicyDiff | None = None) -> str:
     checks = audit.checks
     finals = {d: sum(c.final_decision == d for c in checks) for d in DECISIONS}
     errors = sum(c.error is not None for c in checks)
@@ -246,11 +253,70 @@ def _html(audit: Audit, images: dict[str, bytes], bucket_s: int) -> str:
         _img("pca", images["pca"], "PCA map of all checked responses, coloured by decision"),
         "<h2>Value drift</h2>",
         _img("drift", images["drift"], f"Mean score per value per {_duration(bucket_s)}"),
+        *_shadows(audit),
+        *_policy_change(diff),
         "<h2>Blocked responses</h2>",
         _blocked(checks),
         "</body></html>",
     ]
     return "\n".join(parts)
+
+
+def _shadows(audit: Audit) -> list[str]:
+    """The shadow-candidate section: how often each deployment's candidate would decide otherwise, and why."""
+    rows = audit.disagreements()
+    if not rows:
+        return []
+    body = []
+    for deployment, candidate, n, differ, directions, rules in rows:
+        ways = ", ".join(f"{escape(d)}: {_n(k)}" for d, k in directions.most_common()) or "none"
+        why = ", ".join(f"<code>{escape(r)}</code> {_n(k)}" for r, k in rules.most_common(5)) or "n/a"
+        body.append([escape(deployment), escape(candidate), _n(n), _n(differ), f"{differ / max(n, 1):.1%}", ways, why])
+    header = ["deployment", "candidate", "checks", "disagreements", "rate", "directions", "rules behind them"]
+    return [
+        "<h2>Shadow candidates</h2>",
+        '<p class="meta">Each candidate was decided on the same scores as the enforced policy and never applied. '
+        "A direction reads enforced &rarr; candidate; a rule marked + fired under the candidate only, "
+        "&minus; under the enforced policy only.</p>",
+        _table(header, body, numeric=range(2, 5)),
+    ]
+
+
+def _policy_change(diff: PolicyDiff | None) -> list[str]:
+    """The policy-change section: what re-deciding recorded answers under another policy changes."""
+    if diff is None:
+        return []
+
+    def side(ref: Any) -> str:
+        return f"<code>{escape(ref.source)}</code> ({escape(ref.name)} v{escape(ref.version)}, {escape(ref.hash[:12])})"
+
+    def ids(values: Sequence[str]) -> str:
+        return "<br>".join(f"<code>{escape(v)}</code>" for v in values) or '<span class="none">-</span>'
+
+    notes = [f"{_n(diff.unscored)} without scores (decided by each policy's on_error or language rule)"]
+    for which, count in (("old", diff.not_rescorable_old), ("new", diff.not_rescorable_new)):
+        if count:
+            notes.append(f"{_n(count)} not re-scorable under the {which} policy (other: score; never scored)")
+    if diff.disagree_recorded:
+        notes.append(f"{_n(diff.disagree_recorded)} recorded with another decision than the old policy gives them")
+    moves = [[f"<code>{escape(t.change)}</code>", _n(t.rows), f"{t.rows / max(diff.rows, 1):.2%}", ids(t.examples)]
+             for t in diff.transitions]  # fmt: skip
+    rules = [[f"<code>{escape(r.rule)}</code>", _n(r.newly_fire), _n(r.no_longer_fire), ids(r.newly_fire_examples),
+              ids(r.no_longer_fire_examples)] for r in diff.rules]  # fmt: skip
+    rule_header = ["rule", "newly fire", "no longer fire", "newly firing (ids)", "no longer firing (ids)"]
+    return [
+        '<h2 id="policy-change">Policy change</h2>',
+        f'<p class="meta">{_n(diff.rows)} recorded answers from {escape(diff.source)}, re-decided from their recorded '
+        f"scores under {side(diff.old)} and {side(diff.new)}: <b>{_n(diff.changed)}</b> "
+        f"({diff.changed / max(diff.rows, 1):.2%}) would be decided differently. {'; '.join(notes)}.</p>",
+        '<div class="cards">'
+        + "".join(f'<div class="card"><b>{_n(t.rows)}</b>{escape(t.change)}</div>' for t in diff.transitions[:6])
+        + "</div>",
+        "<h3>Decisions and actions that change</h3>",
+        _table(["change", "answers", "share", "example ids"], moves, numeric=(1, 2), empty="no decision changes"),
+        "<h3>Rules that fire on other answers</h3>",
+        _table(rule_header, rules, numeric=(1, 2), empty="every rule fires on the same answers"),
+    ]
 
 
 def _blocked(checks: Sequence[Check]) -> str:

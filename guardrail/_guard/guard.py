@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
+import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -15,15 +18,19 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from guardrail._exceptions import ScorerError, ScoringTimeout
+from guardrail._guard.language import LanguageDetector
 from guardrail._guard.reading import Reader, Reading
+from guardrail._guard.reload import DEFAULT_INTERVAL_S, FileWatch, Revision, fingerprint
 from guardrail._guard.rewrite import Result, Strategy, fallback, reask, redact
 from guardrail._guard.streaming import AsyncGuardedStream, GuardedStream
 from guardrail._outputs import Output, OutputPart
 from guardrail._policy.engine import Engine
-from guardrail._policy.loader import load_policy
+from guardrail._policy.loader import load_policy, policy_files
 from guardrail._policy.schema import ACTION_STRENGTH, Policy
+from guardrail._resources import policies_dir
 from guardrail._scoring.batching import MicroBatcher, in_thread
-from guardrail._telemetry.checks import CheckTelemetry, capture_from_env
+from guardrail._telemetry.checks import CheckTelemetry, capture_from_env, deployment_of
+from guardrail._telemetry.decisionlog import DecisionLog
 from guardrail._telemetry.genai import CallSpans, ModelCall, call_spans
 from guardrail._types import CheckRole, Item, Scorer
 from guardrail._validate import check_metadata, checked_vectors, clean_text
@@ -32,6 +39,8 @@ from guardrail._verdict import Rewrite, Verdict, Violation
 
 PolicySource = str | PathLike[str] | Policy
 C = TypeVar("C")
+
+logger = logging.getLogger("guardrail")
 
 POLICY_ENV = "GUARDRAIL_POLICY"
 """Environment variable naming the process-wide default policy (a shipped name or a path)."""
@@ -66,6 +75,15 @@ class Guard:
             ``capture_content``, else the ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``
             environment variable.
         meter_provider: OpenTelemetry provider for the ``guardrail.*`` metrics (default: global).
+        shadow: A candidate policy decided beside this one on the same scores and recorded with each
+            verdict (``verdict.shadow``), never applied; default: the policy's ``shadow``.
+        decision_log: Where to append one JSON line per decision; default: the policy's
+            ``decision_log`` (none when it sets none).
+        reload: Watch the policy's files (and the shadow candidate's) and swap in each valid change
+            between checks; a change that is not valid keeps the running revision, logs one line and
+            counts it. Default: on for a policy read from your own file, off for a shipped name or a
+            :class:`Policy` object.
+        reload_interval_s: How often watched files are checked (seconds).
 
     Example:
         >>> guard = Guard()  # doctest: +SKIP
@@ -82,10 +100,20 @@ class Guard:
         tracer_provider: TracerProvider | None = None,
         capture_content: bool | None = None,
         meter_provider: MeterProvider | None = None,
+        shadow: PolicySource | None = None,
+        decision_log: DecisionLog | None = None,
+        reload: bool | None = None,
+        reload_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
-        self.policy = load_policy(default_policy() if policy is None else policy)
-        self.engine = Engine(self.policy)
-        self._reader = Reader(self.policy)
+        self._source: PolicySource = default_policy() if policy is None else policy
+        self._shadow_source = shadow
+        self._detector = LanguageDetector()  # one detector for every revision: it loads once
+        self._current = self._revision()
+        # Decision ids: a random prefix per guard and a counter (a uuid4 per check costs 6 us).
+        self._id_prefix, self._ids = f"{os.urandom(8).hex()}-", itertools.count(1)
+        self.reload_failures = 0
+        """Changes to the policy's files that were not valid and were not swapped in."""
+        self._reload_lock = threading.Lock()
         settings = self.policy.scorer
         built = scorer is None
         background: Scorer | None = None
@@ -112,6 +140,98 @@ class Guard:
         if capture_content is None:
             capture_content = capture_from_env() if self.policy.capture_content is None else self.policy.capture_content
         self._telemetry = CheckTelemetry(tracer_provider, capture_content, meter_provider)
+        log = self.policy.decision_log
+        if decision_log is None and log is not None:
+            decision_log = DecisionLog(
+                log.path, max_bytes=log.max_bytes, backups=log.backups, queue_size=log.queue_size,
+                capture_content=capture_content if log.capture_content is None else log.capture_content,
+                meter_provider=meter_provider,
+            )  # fmt: skip
+        self.decision_log = decision_log
+        """The sink every decision is appended to, ``None`` without one."""
+        watch = self._own_files() if reload is None else reload
+        if watch and not self._current.files:
+            raise ValueError("reload=True needs a policy read from a file, not a Policy object")
+        self._fingerprint = self._current.fingerprint
+        self._watch = FileWatch(self, Guard._poll, reload_interval_s) if watch else None
+
+    # -- the policy and its revisions -----------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        """The policy this guard decides under now (the latest valid revision of its files)."""
+        return self._current.policy
+
+    @property
+    def engine(self) -> Engine:
+        """The compiled rules of :attr:`policy`."""
+        return self._current.engine
+
+    @property
+    def revision(self) -> str:
+        """The revision checks are decided under now: the first 12 hex digits of the policy's content hash."""
+        return self._current.hash[:12]
+
+    def reload(self) -> bool:
+        """Read the policy's files again now; swap the new revision in when it is valid and differs.
+
+        Checks already running finish under the revision they started with. A change that is not
+        valid keeps the running revision: one error line is logged, ``reload_failures`` and the
+        ``guardrail.policy.reloads`` counter (``outcome=failed``) count it. Returns whether a new
+        revision was swapped in. Scorer settings (``scorer:``) and ``capture_content`` apply at start
+        only: a change to them is logged and waits for a restart.
+        """
+        with self._reload_lock:
+            old = self._current
+            try:
+                new = self._revision()
+            except Exception as exc:  # a broken change must never stop the guard: keep deciding under the old
+                self.reload_failures += 1
+                self._telemetry.count_reload(old.policy.name, "failed")
+                logger.error("policy %s: the change is not valid; still deciding under revision %s: %s",
+                             _shown(self._source), old.hash[:12], exc)  # fmt: skip
+                return False
+            self._fingerprint = new.fingerprint
+            same_shadow = (old.shadow and old.shadow.policy_hash) == (new.shadow and new.shadow.policy_hash)
+            if new.hash == old.hash and same_shadow:
+                return False
+            if new.policy.scorer != old.policy.scorer or new.policy.capture_content != old.policy.capture_content:
+                logger.warning("policy %s: scorer and capture_content changes take effect at the next start",
+                               _shown(self._source))  # fmt: skip
+            self._current = new  # one assignment: a check sees the old revision or the new, never a mix
+            self._telemetry.count_reload(new.policy.name, "applied")
+            logger.info("policy %s: now deciding under revision %s (was %s)", _shown(self._source), new.hash[:12],
+                        old.hash[:12])  # fmt: skip
+            return True
+
+    def _poll(self) -> None:
+        now = fingerprint(self._current.files)
+        if now != self._fingerprint:
+            self._fingerprint = now  # a broken change is tried once, until the files change again
+            self.reload()
+
+    def _revision(self) -> Revision:
+        """Read the policy (and its shadow candidate) from their sources: one consistent revision."""
+        # The files are listed, and their fingerprint taken, before they are read: an edit made while
+        # reading changes the fingerprint again, so the next poll reads it.
+        files = [] if isinstance(self._source, Policy) else policy_files(self._source)
+        taken = fingerprint(files)
+        policy = load_policy(self._source)
+        candidate = self._shadow_source if self._shadow_source is not None else policy.shadow
+        shadow = None
+        if candidate is not None:
+            more = [] if isinstance(candidate, Policy) else policy_files(candidate)
+            files, taken = files + more, taken + fingerprint(more)
+            shadow = Engine(load_policy(candidate))
+        return Revision(policy, Engine(policy), Reader(policy, self._detector), shadow, tuple(files), taken)
+
+    def _own_files(self) -> bool:
+        """Whether the policy comes from files of the user's (shipped policies change only with the package)."""
+        try:
+            shipped = policies_dir().resolve()
+        except FileNotFoundError:
+            return bool(self._current.files)
+        return any(not path.is_relative_to(shipped) for path in self._current.files)
 
     # -- public twins -------------------------------------------------------------------
 
@@ -191,8 +311,9 @@ class Guard:
             >>> send(verdict.output)  # doctest: +SKIP
         """
         with self._telemetry.enforce_span() as span:
-            verdict = self.check(response, prompt, metadata, part=part)
-            verdict = self._carry_out(verdict, response, prompt, metadata, reask)
+            rev = self._current  # the check and any rewrite decide under one revision
+            verdict = self._check_many([response], [prompt], metadata, "answer", [part], rev=rev)[0]
+            verdict = self._carry_out(verdict, response, prompt, metadata, reask, rev)
             self._telemetry.record_enforced(span, verdict, prompt=prompt, response=response)
         return verdict
 
@@ -207,8 +328,9 @@ class Guard:
     ) -> Verdict:
         """Async twin of :meth:`enforce`; ``reask`` is awaited."""
         with self._telemetry.enforce_span() as span:
-            verdict = await self.acheck(response, prompt, metadata, part=part)
-            verdict = await self._acarry_out(verdict, response, prompt, metadata, reask)
+            rev = self._current
+            verdict = (await self._acheck_many([response], [prompt], metadata, "answer", [part], rev=rev))[0]
+            verdict = await self._acarry_out(verdict, response, prompt, metadata, reask, rev)
             self._telemetry.record_enforced(span, verdict, prompt=prompt, response=response)
         return verdict
 
@@ -236,9 +358,10 @@ class Guard:
         contents = [o for o in outputs if o.rewritable]
         enforced = iter([self.enforce(o.text, prompt, metadata, reask=reask, part=o.part) for o in contents])
         fixed = [o for o in outputs if not o.rewritable]
-        checked = self.check_many([o.text for o in fixed], [prompt] * len(fixed), metadata,
-                                  parts=[o.part for o in fixed]) if fixed else []  # fmt: skip
-        settled = iter([self._settle(v, o) for v, o in zip(checked, fixed)])
+        rev = self._current
+        checked = self._check_many([o.text for o in fixed], [prompt] * len(fixed), metadata, "answer",
+                                   [o.part for o in fixed], rev=rev) if fixed else []  # fmt: skip
+        settled = iter([self._settle(v, o, rev) for v, o in zip(checked, fixed)])
         return [next(enforced) if o.rewritable else next(settled) for o in outputs]
 
     async def aenforce_outputs(
@@ -255,9 +378,10 @@ class Guard:
         async def rest() -> list[Verdict]:
             if not fixed:
                 return []
-            checked = await self.acheck_many([o.text for o in fixed], [prompt] * len(fixed), metadata,
-                                             parts=[o.part for o in fixed])  # fmt: skip
-            return [self._settle(v, o) for v, o in zip(checked, fixed)]
+            rev = self._current
+            checked = await self._acheck_many([o.text for o in fixed], [prompt] * len(fixed), metadata, "answer",
+                                              [o.part for o in fixed], rev=rev)  # fmt: skip
+            return [self._settle(v, o, rev) for v, o in zip(checked, fixed)]
 
         contents = [self.aenforce(o.text, prompt, metadata, reask=reask, part=o.part) for o in outputs if o.rewritable]
         enforced, settled = await asyncio.gather(asyncio.gather(*contents), rest())
@@ -322,7 +446,8 @@ class Guard:
             ...         model.record(ModelReply(id=answer.id, output_tokens=answer.usage.output))
             ...     call.record(guard.enforce(answer.text, prompt))
         """
-        policy = (self.policy.name, self.policy.version, self.engine.policy_hash)
+        rev = self._current
+        policy = (rev.policy.name, rev.policy.version, rev.hash)
         return call_spans(self._telemetry, call, integration=integration, policy=policy, metadata=metadata,
                           streamed=streamed)  # fmt: skip
 
@@ -332,41 +457,45 @@ class Guard:
         self, responses: Sequence[str], prompts: Sequence[str | None] | None,
         metadata: Mapping[str, Any] | None, role: CheckRole,
         parts: Sequence[OutputPart | None] | None = None, timeout_ms: float | None = None,
+        *, rev: Revision | None = None,
     ) -> list[Verdict]:  # fmt: skip
-        items, oversize = self._prepare(responses, prompts, metadata, parts, timeout_ms)
+        rev = rev or self._current  # taken once: a reload meanwhile never mixes revisions within a verdict
+        items, oversize = self._prepare(rev, responses, prompts, metadata, parts, timeout_ms)
         start = (time.perf_counter(), time.time_ns())
-        readings = self._read(items, oversize)
+        readings = self._read(rev, items, oversize)
         todo = _to_score(items, readings)
         self._count_batch(todo)
         try:
-            scored: list[ValueVector] | str = self._score(todo, self._limit(timeout_ms))
+            scored: list[ValueVector] | str = self._score(todo, self._limit(rev, timeout_ms))
         except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
             scored = self._describe(exc)
-        return self._finish(items, readings, _outcomes(readings, scored), start, metadata, role, parts)
+        return self._finish(rev, items, readings, _outcomes(readings, scored), start, metadata, role, parts)
 
     async def _acheck_many(
         self, responses: Sequence[str], prompts: Sequence[str | None] | None,
         metadata: Mapping[str, Any] | None, role: CheckRole,
         parts: Sequence[OutputPart | None] | None = None, timeout_ms: float | None = None,
+        *, rev: Revision | None = None,
     ) -> list[Verdict]:  # fmt: skip
-        items, oversize = self._prepare(responses, prompts, metadata, parts, timeout_ms)
+        rev = rev or self._current
+        items, oversize = self._prepare(rev, responses, prompts, metadata, parts, timeout_ms)
         start = (time.perf_counter(), time.time_ns())
         if sum(len(response) for _, response in items) > _READ_INLINE:
             # A huge answer is read off the event loop, so it holds up no other caller's check.
-            readings = await asyncio.to_thread(self._read, items, oversize)
+            readings = await asyncio.to_thread(self._read, rev, items, oversize)
         else:
-            readings = self._read(items, oversize)
+            readings = self._read(rev, items, oversize)
         todo = _to_score(items, readings)
         self._count_batch(todo)
         try:
-            scored: list[ValueVector] | str = await self._ascore(todo, self._limit(timeout_ms))
+            scored: list[ValueVector] | str = await self._ascore(todo, self._limit(rev, timeout_ms))
         except Exception as exc:  # a scorer failure is the policy's on_error to decide, never raised
             scored = self._describe(exc)
-        return self._finish(items, readings, _outcomes(readings, scored), start, metadata, role, parts)
+        return self._finish(rev, items, readings, _outcomes(readings, scored), start, metadata, role, parts)
 
     def _carry_out(
         self, verdict: Verdict, response: str, prompt: str | None,
-        metadata: Mapping[str, Any] | None, reask: Reask | None,
+        metadata: Mapping[str, Any] | None, reask: Reask | None, rev: Revision,
     ) -> Verdict:  # fmt: skip
         strategy = self._strategy(verdict, response, can_ask=reask is not None)
         if strategy is None:
@@ -378,10 +507,11 @@ class Guard:
                 try:
                     request = strategy.send(reply)
                 except StopIteration as stop:
-                    return self._rewritten(verdict, response, stop.value)
+                    return self._rewritten(verdict, response, stop.value, rev)
                 try:
                     if request[0] == "check":
-                        reply = self._check_many(request[1], [prompt] * len(request[1]), metadata, request[2])
+                        reply = self._check_many(request[1], [prompt] * len(request[1]), metadata, request[2],
+                                                 rev=rev)  # fmt: skip
                     else:
                         assert reask is not None
                         attempt += 1
@@ -389,11 +519,11 @@ class Guard:
                             reply = reask(request[1], request[2])
                             _check_text("reask() result", reply)
                 except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
-                    return fallback(self.policy, verdict, response, _failed(exc))
+                    return fallback(rev.policy, verdict, response, _failed(exc))
 
     async def _acarry_out(
         self, verdict: Verdict, response: str, prompt: str | None,
-        metadata: Mapping[str, Any] | None, reask: AsyncReask | None,
+        metadata: Mapping[str, Any] | None, reask: AsyncReask | None, rev: Revision,
     ) -> Verdict:  # fmt: skip
         strategy = self._strategy(verdict, response, can_ask=reask is not None)
         if strategy is None:
@@ -405,10 +535,11 @@ class Guard:
                 try:
                     request = strategy.send(reply)
                 except StopIteration as stop:
-                    return self._rewritten(verdict, response, stop.value)
+                    return self._rewritten(verdict, response, stop.value, rev)
                 try:
                     if request[0] == "check":
-                        reply = await self._acheck_many(request[1], [prompt] * len(request[1]), metadata, request[2])
+                        reply = await self._acheck_many(request[1], [prompt] * len(request[1]), metadata,
+                                                        request[2], rev=rev)  # fmt: skip
                     else:
                         assert reask is not None
                         attempt += 1
@@ -416,7 +547,7 @@ class Guard:
                             reply = await reask(request[1], request[2])
                             _check_text("reask() result", reply)
                 except Exception as exc:  # a failing re-ask must not lose the answer's fate: fall back
-                    return fallback(self.policy, verdict, response, _failed(exc))
+                    return fallback(rev.policy, verdict, response, _failed(exc))
 
     # -- shared, I/O-free ---------------------------------------------------------------
 
@@ -427,13 +558,13 @@ class Guard:
             return redact(response, verdict.action)
         return reask(response, verdict, verdict.action, can_ask)
 
-    def _settle(self, verdict: Verdict, output: Output) -> Verdict:
+    def _settle(self, verdict: Verdict, output: Output, rev: Revision) -> Verdict:
         """Carry out the decision on a part that cannot be rewritten: a rewrite applies its fallback."""
         if verdict.decision != "rewrite" or verdict.action is None:
             return self._deliver(verdict, output.text)
         what = "reasoning trace" if output.part.kind == "reasoning" else output.part.kind.replace("_", " ")
         return fallback(
-            self.policy,
+            rev.policy,
             verdict,
             output.text,
             Result(False, None, 0, None, f"a {what} cannot be rewritten; its fallback applies"),
@@ -443,15 +574,15 @@ class Guard:
     def _deliver(verdict: Verdict, response: str) -> Verdict:
         return replace(verdict, output=verdict.message if verdict.decision == "block" else response)
 
-    def _rewritten(self, verdict: Verdict, response: str, result: Result) -> Verdict:
+    def _rewritten(self, verdict: Verdict, response: str, result: Result, rev: Revision) -> Verdict:
         if not result.accepted:
-            return fallback(self.policy, verdict, response, result)
+            return fallback(rev.policy, verdict, response, result)
         assert verdict.action is not None and verdict.action.strategy is not None
         record = Rewrite(verdict.action.strategy, result.attempts, True, "rewrite", None, result.reason)
         return replace(verdict, output=result.text, rewrite=record)
 
     def _prepare(
-        self, responses: Sequence[str], prompts: Sequence[str | None] | None, metadata: object,
+        self, rev: Revision, responses: Sequence[str], prompts: Sequence[str | None] | None, metadata: object,
         parts: Sequence[OutputPart | None] | None, timeout_ms: float | None,
     ) -> tuple[list[Item], list[str | None]]:  # fmt: skip
         """Check the arguments; the items to score (sized to ``max_chars``) and each one's size error."""
@@ -471,26 +602,27 @@ class Guard:
         for n, (p, r) in enumerate(zip(prompts, responses)):
             _check_text("response" if len(responses) == 1 else f"responses[{n}]", r)
             _check_text("prompt" if len(responses) == 1 else f"prompts[{n}]", p, optional=True)
-            item, error = self._sized(p, r)
+            item, error = self._sized(rev.policy, p, r)
             items.append(item)
             oversize.append(error)
         return items, oversize
 
-    def _sized(self, prompt: str | None, response: str) -> tuple[Item, str | None]:
+    @staticmethod
+    def _sized(policy: Policy, prompt: str | None, response: str) -> tuple[Item, str | None]:
         """The item the scorer sees: at most ``max_chars`` of each text, lone surrogates replaced."""
-        limit = self.policy.max_chars
+        limit = policy.max_chars
         error = None
         if prompt is not None and len(prompt) > limit:
             prompt = prompt[:limit]  # the scorer reads only a prompt's start
         if len(response) > limit:
-            if self.policy.oversize == "error":
+            if policy.oversize == "error":
                 error = f"too long: the answer has {len(response):,} characters, more than max_chars={limit:,}"
             else:
                 # Never the whole text: tokenising and scoring cost at most max_chars characters.
                 response = response[: limit // 2] + "\n" + response[len(response) - limit // 2 :]
         return (None if prompt is None else clean_text(prompt), clean_text(response)), error
 
-    def _read(self, items: list[Item], oversize: list[str | None]) -> list[Reading | str]:
+    def _read(self, rev: Revision, items: list[Item], oversize: list[str | None]) -> list[Reading | str]:
         """Each item's reading, or the error that stops it (its size, a failed language detection)."""
         readings: list[Reading | str] = []
         for (_, response), error in zip(items, oversize):
@@ -498,13 +630,14 @@ class Guard:
                 readings.append(error)
                 continue
             try:
-                readings.append(self._reader.read(response))
+                readings.append(rev.reader.read(response))
             except Exception as exc:  # like a scorer failure: the policy's on_error decides
                 readings.append(self._describe(exc))
         return readings
 
-    def _limit(self, timeout_ms: float | None) -> float:
-        return (self.policy.timeout_ms if timeout_ms is None else timeout_ms) / 1000
+    @staticmethod
+    def _limit(rev: Revision, timeout_ms: float | None) -> float:
+        return (rev.policy.timeout_ms if timeout_ms is None else timeout_ms) / 1000
 
     def _count_batch(self, items: list[Item]) -> None:
         # A MicroBatcher records the joint calls it makes, which is what the scorer really sees.
@@ -547,6 +680,7 @@ class Guard:
 
     def _finish(
         self,
+        rev: Revision,
         items: list[Item],
         readings: list[Reading | str],
         outcomes: list[Outcome],
@@ -557,43 +691,35 @@ class Guard:
     ) -> list[Verdict]:
         """One verdict per item from its outcome: the error that stopped it, or a vector per form
         it was read in, the form with the strongest decision deciding (none: only its language
-        violation decides)."""
+        violation decides). The shadow candidate, when there is one, decides on the same outcome."""
         # A batch shares one forward pass, so each verdict reports its share of the batch time.
         latency = (time.perf_counter() - start[0]) * 1000 / max(len(items), 1)
+        log = self.decision_log
+        deployment = deployment_of(metadata) if log is not None else None
         verdicts = []
         for n, (prompt, response) in enumerate(items):
             with self._telemetry.span(start_time=start[1]) as span:
                 outcome, reading = outcomes[n], readings[n]
                 extra = () if isinstance(reading, str) or reading.violation is None else (reading.violation,)
-                if isinstance(outcome, str):
-                    verdict = self.engine.fail(outcome, latency_ms=latency, extra=extra)
-                else:
-                    verdict = self._strongest(outcome, latency, extra)
+                fields: dict[str, Any] = {"decision_id": f"{self._id_prefix}{next(self._ids):x}"}
+                if rev.shadow is not None:
+                    fields["shadow"] = _decided(rev.shadow, outcome, latency, _as_candidate(rev.shadow, extra))
                 if not isinstance(reading, str) and (reading.language is not None or reading.normalized):
-                    verdict = replace(verdict, language=reading.language, normalized=reading.normalized)
+                    fields |= {"language": reading.language, "normalized": reading.normalized}
                 if metadata:
-                    verdict = _with_metadata(verdict, metadata)
+                    fields["metadata"] = dict(metadata)
                 part = parts[n] if parts is not None else None
                 if part is not None:
-                    verdict = replace(verdict, part=part)
+                    fields["part"] = part
+                verdict = _decided(rev.engine, outcome, latency, extra, fields)  # built once, never copied
                 self._telemetry.record(
                     span, verdict, model_id=self._model_id, device=self._device,
                     prompt=prompt, response=response, metadata=metadata, role=role, part=part,
                 )  # fmt: skip
+            if log is not None:
+                log.record(verdict, deployment=deployment, prompt=prompt, response=response)
             verdicts.append(verdict)
         return verdicts
-
-    def _strongest(self, vectors: list[ValueVector], latency: float, extra: tuple[Violation, ...]) -> Verdict:
-        """The verdict of the form that decides: the strongest decision, then the highest risk.
-
-        The answer as read comes first and wins ties; a decoded run alone that decides more is
-        marked ``form="decoded"``.
-        """
-        if len(vectors) < 2:
-            return self.engine.decide(vectors[0] if vectors else None, latency_ms=latency, extra=extra)
-        verdicts = [self.engine.decide(v, latency_ms=latency, extra=extra) for v in vectors]
-        best = max(range(len(verdicts)), key=lambda n: (ACTION_STRENGTH[verdicts[n].intended], verdicts[n].risk, -n))
-        return verdicts[best] if best == 0 else replace(verdicts[best], form="decoded")
 
     @property
     def _model_id(self) -> str:
@@ -602,6 +728,10 @@ class Guard:
     @property
     def _device(self) -> str:
         return str(getattr(self.scorer, "device", "unknown"))
+
+
+def _shown(source: PolicySource) -> str:
+    return source.name if isinstance(source, Policy) else os.fspath(source)
 
 
 def _late(limit: float) -> str:
@@ -635,9 +765,36 @@ def _outcomes(readings: list[Reading | str], scored: list[ValueVector] | str) ->
     return outcomes
 
 
+def _decided(
+    engine: Engine, outcome: Outcome, latency: float, extra: tuple[Violation, ...],
+    fields: dict[str, Any] | None = None,
+) -> Verdict:  # fmt: skip
+    """``engine``'s verdict on one item's outcome: its error, or the verdict of the form that decides.
+
+    The form that decides has the strongest decision, then the highest risk. The answer as read
+    comes first and wins ties; a decoded run alone that decides more is marked ``form="decoded"``.
+    ``fields``: further verdict fields (see :meth:`Engine.decide`).
+    """
+    if isinstance(outcome, str):
+        return engine.fail(outcome, latency_ms=latency, extra=extra, fields=fields)
+    if len(outcome) < 2:
+        return engine.decide(outcome[0] if outcome else None, latency_ms=latency, extra=extra, fields=fields)
+    verdicts = [engine.decide(v, latency_ms=latency, extra=extra) for v in outcome]
+    best = max(range(len(verdicts)), key=lambda n: (ACTION_STRENGTH[verdicts[n].intended], verdicts[n].risk, -n))
+    return replace(verdicts[best], **(fields or {}), **({"form": "decoded"} if best else {}))
+
+
+def _as_candidate(engine: Engine, extra: tuple[Violation, ...]) -> tuple[Violation, ...]:
+    """The language violation as the shadow candidate's own rule judges the same unread text.
+
+    A candidate that scores every language has no such rule; the text was not scored either way,
+    since both decide on the enforced policy's reading (one forward pass).
+    """
+    rule = engine.policy.languages
+    if rule.other == "score":
+        return ()
+    return tuple(replace(v, action=rule.other, severity=rule.severity) for v in extra)
+
+
 def _failed(exc: Exception) -> Result:
     return Result(False, None, 0, None, f"re-ask failed: {type(exc).__name__}: {exc}")
-
-
-def _with_metadata(verdict: Verdict, metadata: Mapping[str, Any]) -> Verdict:
-    return replace(verdict, metadata=dict(metadata))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from guardrail._guard.language import LanguageDetector, split_languages
 from guardrail._guard.normalize import Normalized, normalize
+from guardrail._policy.engine import LANGUAGE_RULE
 from guardrail._policy.schema import Policy
 from guardrail._verdict import Violation
 
@@ -67,7 +68,7 @@ class Reader:
             return Reading(seen.text, seen.steps, split.language, decoded=decoded)
         names = ", ".join(split.other)
         violation = Violation(
-            rule="languages.other",
+            rule=LANGUAGE_RULE,
             dimension=None,
             observed=split.other_share,
             bound=0.0,

@@ -81,7 +81,7 @@ def redact(response: str, action: Action) -> Strategy:
     [check] = yield ("check", [remainder], "redacted")
     assert isinstance(check, Verdict)
     if not check.allowed:
-        return Result(False, None, 1, check, "the redacted answer still violates: " + check.explain())
+        return Result(False, None, 1, check, "the redacted answer still violates: " + check.summary())
     dropped = len(sentences) - len(kept)
     return Result(True, remainder, 1, check, f"dropped {dropped} of {len(sentences)} sentences")
 

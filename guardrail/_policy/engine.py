@@ -11,15 +11,17 @@ ranking (AUROC) and calibration.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from guardrail._policy.schema import ACTION_STRENGTH, Distance, Policy, Range, Region, SeverityRank
 from guardrail._values import VALUES, ValueVector
-from guardrail._verdict import Decision, Verdict, Violation
+from guardrail._verdict import Decision, RuleCheck, Verdict, Violation
 
 _INDEX = {name: i for i, name in enumerate(VALUES)}
+LANGUAGE_RULE = "languages.other"
+"""The rule judging text in languages the policy does not read (its violations come from the guard's reader)."""
 
 
 class _Hit(NamedTuple):  # a tuple: built for every rule of every check, where a frozen dataclass costs 3x
@@ -165,6 +167,48 @@ class Engine:
         # Thresholds are measured inline, as a margin, in the order the policy lists them.
         self._thresholds = [(r, *bounds[r.name]) for r in rules if r.name in bounds]
         self._regions = [r for r in rules if r.name not in bounds]
+        self._evaluator = self.evaluate  # one bound method for every verdict, not one per check
+
+    def __reduce__(self) -> tuple[type[Engine], tuple[Policy]]:
+        # Rules are closures, which do not pickle; the policy rebuilds them, so a verdict pickles whole.
+        return (Engine, (self.policy,))
+
+    def evaluate(self, verdict: Verdict) -> tuple[RuleCheck, ...]:
+        """Every rule this policy evaluated for ``verdict``, in evaluation order (see :meth:`Verdict.rules`).
+
+        Thresholds in the order the policy lists them, then forbidden regions, then allowed regions
+        (only the nearest fires, when the vector is outside them all), then rules outside the value
+        space (the language rule). Recomputed from the verdict's scores: the engine is pure.
+        """
+        failed = verdict.error is not None and self.policy.on_error == "block"
+        decider = verdict.violations[0].rule if verdict.violations and not failed else None
+        checks: list[RuleCheck] = []
+        if verdict.scores is not None:
+            v = verdict.scores.to_list()
+            for rule, dim, i, bound, floor in self._thresholds:
+                margin = bound - v[i] if floor else v[i] - bound
+                checks.append(RuleCheck(rule.name, dim, v[i], bound, margin, rule.action, margin > 0,
+                                        rule.name == decider))  # fmt: skip
+            for rule in self._regions:
+                hit = rule.measure(v)
+                checks.append(RuleCheck(rule.name, hit.dimension, hit.observed, hit.bound, hit.signed, rule.action,
+                                        hit.signed > 0, rule.name == decider))  # fmt: skip
+            allowed = [(rule, rule.measure(v)) for rule in self._allowed]
+            nearest = min(allowed, key=lambda rh: rh[1].signed)[0] if allowed else None
+            for rule, hit in allowed:
+                fired = rule is nearest and hit.signed > 0
+                checks.append(RuleCheck(rule.name, hit.dimension, hit.observed, hit.bound, hit.signed, rule.action,
+                                        fired, fired and rule.name == decider))  # fmt: skip
+        value_rules = {c.rule for c in checks}
+        for v in verdict.violations:
+            if v.rule not in value_rules:
+                checks.append(RuleCheck(v.rule, v.dimension, v.observed, v.bound, v.margin, v.action, True,
+                                        v.rule == decider))  # fmt: skip
+        rule = self.policy.languages
+        if rule.other != "score" and verdict.scores is not None and all(c.rule != LANGUAGE_RULE for c in checks):
+            # The rule fires on any share of unread text, so a quiet one read none: share 0, at its bound.
+            checks.append(RuleCheck(LANGUAGE_RULE, None, 0.0, 0.0, 0.0, rule.other, False, False))
+        return tuple(checks)
 
     def _hits(self, v: Sequence[float]) -> list[tuple[_Rule, _Hit]]:
         """Every rule's measure of ``v``, thresholds as bare margins unless violated (most checks violate none)."""
@@ -183,13 +227,26 @@ class Engine:
         return self.decide(vector).risk
 
     def decide(
-        self, vector: ValueVector | None, *, latency_ms: float = 0.0, extra: Sequence[Violation] = ()
+        self,
+        vector: ValueVector | None,
+        *,
+        latency_ms: float = 0.0,
+        extra: Sequence[Violation] = (),
+        fields: Mapping[str, Any] | None = None,
     ) -> Verdict:
         """Return the verdict for one score vector. Same vector, same verdict.
 
         ``extra`` holds violations found outside the value space (the language rule), ranked with
         the value rules' own; ``vector`` is ``None`` when nothing of the answer was scored.
+        ``fields`` sets further :class:`Verdict` fields (the decision id, the language...), so a
+        guard builds each verdict once instead of copying it.
         """
+        return self._decide(vector, latency_ms, extra, None, fields)
+
+    def _decide(
+        self, vector: ValueVector | None, latency_ms: float, extra: Sequence[Violation], error: str | None,
+        fields: Mapping[str, Any] | None,
+    ) -> Verdict:  # fmt: skip
         hits = self._hits(vector.to_list()) if vector is not None else []
         enforcing = [h.signed for r, h in hits if r.enforces]
         violations = [
@@ -203,17 +260,25 @@ class Engine:
         if len(violations) > 1:
             violations.sort(key=self._rank, reverse=True)
         winner = violations[0].action if violations else None
-        return self._verdict(vector, tuple(violations), winner, max(enforcing, default=0.0), latency_ms, None)
+        risk = max(enforcing, default=0.0)
+        return self._verdict(vector, tuple(violations), winner, risk, latency_ms, error, fields)
 
-    def fail(self, error: str, *, latency_ms: float = 0.0, extra: Sequence[Violation] = ()) -> Verdict:
+    def fail(
+        self,
+        error: str,
+        *,
+        latency_ms: float = 0.0,
+        extra: Sequence[Violation] = (),
+        fields: Mapping[str, Any] | None = None,
+    ) -> Verdict:
         """Return the verdict for a check whose scoring failed, as the policy's ``on_error`` says.
 
         With ``on_error: allow`` the ``extra`` violations still decide (a language rule's block holds).
         """
         if self.policy.on_error == "allow":
-            verdict = self.decide(None, latency_ms=latency_ms, extra=extra)
-            return replace(verdict, error=error)
-        return self._verdict(None, tuple(extra), self.policy.error_action or "block", 1.0, latency_ms, error)
+            return self._decide(None, latency_ms, extra, error, fields)
+        action = self.policy.error_action or "block"
+        return self._verdict(None, tuple(extra), action, 1.0, latency_ms, error, fields)
 
     def _rank(self, violation: Violation) -> tuple[int, int, float]:
         action = self.policy.action(violation.action)
@@ -227,6 +292,7 @@ class Engine:
         risk: float,
         latency_ms: float,
         error: str | None,
+        fields: Mapping[str, Any] | None,
     ) -> Verdict:
         action = self.policy.action(action_name) if action_name else None
         intended: Decision = action.type if action else "allow"
@@ -247,6 +313,8 @@ class Engine:
             risk=risk,
             latency_ms=latency_ms,
             error=error,
+            _evaluator=self._evaluator,
+            **(fields or {}),
         )
 
 

@@ -37,9 +37,9 @@ from guardrail._exceptions import (
     PolicyValidationError,
 )
 from guardrail._policy.schema import Policy, merge
-from guardrail._resources import policies_dir
+from guardrail._resources import TEST_SUFFIX, policies_dir, policy_names
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "load_policy", "policy_schema", "read_yaml",
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "load_policy", "policy_files", "policy_schema", "read_yaml",
            "validate_files"]  # fmt: skip
 
 MAX_FILE_BYTES = 1 << 20
@@ -226,6 +226,8 @@ def load_policy(source: str | os.PathLike[str] | Policy) -> Policy:
     merged: Any = chain[-1].data
     for doc in reversed(chain[:-1]):
         merged = merge(merged, doc.data)
+    if isinstance(candidate := chain[0].data.get("shadow"), str):
+        merged = {**merged, "shadow": _shadow_source(chain[0], candidate)}
     try:
         return Policy.model_validate(merged)
     except ValidationError as exc:
@@ -284,12 +286,36 @@ def _find(source: str, base: Path, shown_base: str, *, is_path: bool = False) ->
         shipped = policies_dir() / f"{source}.yaml"
     except FileNotFoundError:
         return _Found(None, source, False)
-    return _Found(shipped if shipped.is_file() else None, str(shipped), False)
+    # A shipped policy's test file lies beside it, but is no policy to load by name.
+    exists = shipped.is_file() and not source.endswith(TEST_SUFFIX)
+    return _Found(shipped if exists else None, str(shipped), False)
+
+
+def policy_files(source: str | os.PathLike[str]) -> list[Path]:
+    """The files a policy is read from: the file itself, then each ``extends`` parent (what a reload watches).
+
+    Raises:
+        PolicyError: As :func:`load_policy`.
+    """
+    name = os.fspath(source)
+    found = _find(name, Path.cwd(), "", is_path=not isinstance(source, str))
+    if found.path is None:
+        raise PolicyNotFoundError(_not_found(name, found))
+    return [doc.path.resolve() for doc in _read_chain(found.path, found.shown)]
+
+
+def _shadow_source(doc: _Doc, candidate: str) -> str:
+    """A shadow candidate as the guard loads it: a shipped name, or a path resolved against the naming file."""
+    found = _find(candidate, doc.path.parent, os.path.dirname(doc.file))
+    if found.path is None:
+        line, column = doc.spots.get(("shadow",), (None, None))
+        raise PolicyNotFoundError(str(Issue(doc.file, line, column, "shadow", _not_found(candidate, found))))
+    return str(found.path.resolve()) if found.is_path else candidate
 
 
 def _not_found(source: str, found: _Found) -> str:
     try:
-        names = sorted(p.stem for p in policies_dir().glob("*.yaml"))
+        names = policy_names(policies_dir())
     except FileNotFoundError:
         names = []
     what = f"policy file {found.shown!r}" if found.is_path else f"policy {source!r}"

@@ -357,6 +357,31 @@ class Languages(_Model):
         return self
 
 
+class DecisionLogSettings(_Model):
+    """Append one JSON line per decision to a file (OPA's decision log), rotated by size.
+
+    Writing happens on a background thread: a slow or full disk never holds up a check; a line
+    that cannot be queued or written is dropped and counted (``guardrail.decision_log.dropped``).
+    """
+
+    path: str = Field(min_length=1, description="The log file; relative paths are relative to the working directory.")
+    max_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1024, description="Size at which the file is rotated (default 100 MiB)."
+    )
+    backups: int = Field(default=5, ge=0, le=1000, description="Rotated files kept (PATH.1 ... PATH.N).")
+    capture_content: bool | None = Field(
+        default=None,
+        description="Write the prompt and answer text on each line. null: as the guard's content capture (spans); "
+        "otherwise only the answer's SHA-256 is written.",
+    )
+    queue_size: int = Field(default=10_000, ge=1, description="Lines waiting for the disk before new ones are dropped.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_alone(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+
 BUILTIN_ACTIONS: Mapping[str, Action] = {
     "allow": Action(type="allow"),
     "log": Action(type="log"),
@@ -421,6 +446,14 @@ class Policy(_Model):
         description="Record prompt, answer and delivered text on spans (capped at 4096 characters). null: follow "
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT; a Guard's capture_content argument overrides both.",
     )
+    shadow: str | None = Field(
+        default=None,
+        description="A candidate policy (shipped name or path, relative to this file) decided on the same scores "
+        "beside this one and recorded with each verdict, never applied. Not inherited by extends.",
+    )
+    decision_log: DecisionLogSettings | None = Field(
+        default=None, description="Append one JSON line per decision to a file: its path, or {path, max_bytes, ...}."
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -440,8 +473,13 @@ class Policy(_Model):
         return self.actions.get(name) or BUILTIN_ACTIONS[name]
 
     def content_hash(self) -> str:
-        """SHA-256 of the resolved policy content (stable across key order and formatting)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the resolved policy content (stable across key order and formatting).
+
+        The shadow candidate and the decision log are left out: they record decisions, they do not
+        change one, so adding them keeps the policy's revision.
+        """
+        content = self.model_dump(mode="json", exclude={"shadow", "decision_log"})
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -492,9 +530,9 @@ def merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
     one entry and keeps the rest; an entry set to ``null`` removes the inherited one. A threshold
     merges field by field (a child can move one bound), and so do ``streaming``, ``scorer`` and
     ``languages``. Any other key is replaced whole.
-    ``extends`` is not inherited.
+    ``extends`` and ``shadow`` are not inherited.
     """
-    out: dict[str, Any] = {k: v for k, v in base.items() if k != "extends"}
+    out: dict[str, Any] = {k: v for k, v in base.items() if k not in _NOT_INHERITED}
     for key, value in child.items():
         inherited = out.get(key)
         field_by_field = key in ("streaming", "scorer", "languages")
@@ -516,3 +554,4 @@ def merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _MERGED_SECTIONS = frozenset({"thresholds", "regions", "actions"})
+_NOT_INHERITED = frozenset({"extends", "shadow"})

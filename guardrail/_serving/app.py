@@ -222,8 +222,8 @@ def _guardrail_answer(texts: list[str], verdicts: list[Verdict]) -> dict[str, An
     """BLOCKED when any text is blocked; texts rewritten (redacted): GUARDRAIL_INTERVENED; else NONE."""
     blocked = [v for v in verdicts if v.final_decision == "block"]
     if blocked:
-        return {"action": "BLOCKED", "blocked_reason": blocked[0].output or blocked[0].explain(),
-                "guardrail": {"verdicts": [v.explain() for v in verdicts]}}  # fmt: skip
+        return {"action": "BLOCKED", "blocked_reason": blocked[0].output or blocked[0].summary(),
+                "guardrail": {"verdicts": [v.summary() for v in verdicts]}}  # fmt: skip
     if any(v.altered for v in verdicts):
         return {"action": "GUARDRAIL_INTERVENED", "texts": [v.output if v.output is not None else t
                                                             for v, t in zip(verdicts, texts)]}  # fmt: skip

@@ -13,14 +13,16 @@ The integrations put these under one ``guardrail.call`` span per guarded call, b
 span (OpenTelemetry GenAI conventions; see ``_genai``).
 
 ``guardrail.check`` carries the policy, decision, action, the ten scores (``guardrail.value.<dim>``),
-violations with their margins, the deployment, the scorer model and device, and one
-``gen_ai.evaluation.result`` event per value (OpenTelemetry GenAI semantic conventions). Prompt,
-answer and delivered text are recorded only when content capture is on.
+violations with their margins, the deployment, the scorer model and device, the decision id
+(``guardrail.decision_id``, also on the decision-log line), the shadow candidate's decision
+(``guardrail.shadow.*``) when the policy names one, and one ``gen_ai.evaluation.result`` event per
+value (OpenTelemetry GenAI semantic conventions). Prompt, answer and delivered text are recorded
+only when content capture is on.
 
 Metrics: ``guardrail.checks`` (counter), ``guardrail.check.duration`` (ms), ``guardrail.value.score``
 (one histogram, attribute ``guardrail.value`` per dimension; recorded as score + 1 because
 OpenTelemetry histograms take no negative values), ``guardrail.scorer.batch_size`` and
-``guardrail.rewrites`` (counter).
+``guardrail.rewrites`` and ``guardrail.policy.reloads`` (counters).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ CHECK_DURATION = "guardrail.check.duration"
 VALUE_SCORE = "guardrail.value.score"
 BATCH_SIZE = "guardrail.scorer.batch_size"
 REWRITES = "guardrail.rewrites"
+RELOADS = "guardrail.policy.reloads"
 DEPLOYMENT_KEYS = ("deployment", "tenant")
 """Metadata keys read, in this order, as the deployment recorded on spans and metrics."""
 
@@ -125,6 +128,9 @@ class CheckTelemetry:
         self._rewrites = meter.create_counter(
             REWRITES, unit="{rewrite}", description="Rewrites carried out, by outcome."
         )
+        self._reloads = meter.create_counter(
+            RELOADS, unit="{reload}", description="Changes to a watched policy's files: applied, or failed (old kept)."
+        )
         self.batch_size = batch_size_histogram(meter_provider)
 
     @property
@@ -171,6 +177,10 @@ class CheckTelemetry:
 
     # -- recording ------------------------------------------------------------------------
 
+    def count_reload(self, policy: str, outcome: str) -> None:
+        """Count one reload of a watched policy: ``applied`` (swapped in) or ``failed`` (the old one kept)."""
+        self._reloads.add(1, {"guardrail.policy.name": policy, "guardrail.reload.outcome": outcome})
+
     def record(
         self,
         span: Span,
@@ -204,6 +214,19 @@ class CheckTelemetry:
             "guardrail.violation_margins": [v.margin for v in verdict.violations],
             "guardrail.violation_messages": [v.message for v in verdict.violations],
         }
+        if verdict.decision_id is not None:
+            attrs["guardrail.decision_id"] = verdict.decision_id
+        if verdict.shadow is not None:
+            shadow = verdict.shadow
+            attrs |= {
+                "guardrail.shadow.policy.name": shadow.policy_name,
+                "guardrail.shadow.policy.version": shadow.policy_version,
+                "guardrail.shadow.policy.hash": shadow.policy_hash,
+                "guardrail.shadow.decision": shadow.intended,
+                "guardrail.shadow.agrees": shadow.intended == verdict.intended,
+                "guardrail.shadow.violations": [v.rule for v in shadow.violations],
+                "guardrail.shadow.violation_margins": [v.margin for v in shadow.violations],
+            }
         if part is not None:
             attrs |= part.attributes()
         if verdict.language is not None:
