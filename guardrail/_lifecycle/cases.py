@@ -28,18 +28,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from guardrail._exceptions import Issue, PolicyError, PolicySyntaxError, PolicyTestError, PolicyValidationError
 from guardrail._lifecycle.coverage import policy_rules
-from guardrail._policy.loader import load_policy, read_yaml
+from guardrail._policy.loader import dotted, issue_message, load_policy, read_yaml
 from guardrail._policy.schema import Dimension, Policy, Range, Score
 from guardrail._resources import TEST_SUFFIX
 from guardrail._values import VALUES, ValueVector
@@ -268,7 +267,7 @@ def _case_problems(file: str, spec: PolicyTestFile, policy: Policy, spots: Mappi
                     line, column = spots.get(loc, (None, None))
                     message = (f"case {case.name!r}: policy {policy.name!r} has no rule {rule!r}; "
                                f"its rules: {', '.join(known) or 'none'}")  # fmt: skip
-                    issues.append(Issue(file, line, column, _dotted(loc), message))
+                    issues.append(Issue(file, line, column, dotted(loc), message))
     return issues
 
 
@@ -279,25 +278,14 @@ def _issue(
     raw = tuple(err["loc"])
     loc = tuple(seg for seg in raw if seg != "[key]")
     kind = err["type"]
-    if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
-        allowed = ", ".join(model.model_fields) if model is not None else "none"
-        message = f"unknown key {loc[-1]!r}; allowed: {allowed}"
-    elif kind == "missing":
-        message = f"missing required key {loc[-1]!r}"
-    elif kind == "value_error":
-        message = err["msg"].removeprefix("Value error, ")
-    else:
-        value = err.get("input")
-        simple = isinstance(value, (str, int, float, bool)) or value is None
-        message = f"{err['msg']} (got {value!r})" if simple else err["msg"]
+    message = issue_message(err, loc, PolicyTestFile)
     by_key = kind == "extra_forbidden" or "[key]" in raw
     for size in range(len(loc), -1, -1):
         where = (keys if by_key else spots).get(loc[:size])
         if where is not None and _has(data, loc[:size]):
-            return Issue(file, where[0], where[1], _dotted(loc), message)
+            return Issue(file, where[0], where[1], dotted(loc), message)
         by_key = False
-    return Issue(file, None, None, _dotted(loc), message)
+    return Issue(file, None, None, dotted(loc), message)
 
 
 def _has(data: Any, loc: KeyPath) -> bool:
@@ -307,30 +295,3 @@ def _has(data: Any, loc: KeyPath) -> bool:
             return False
         data = data[seg]
     return True
-
-
-def _model_at(loc: KeyPath) -> type[BaseModel] | None:
-    """The model that validates the mapping at ``loc`` of a test file, if any."""
-    tp: Any = PolicyTestFile
-    for seg in loc:
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            info = tp.model_fields.get(str(seg))
-            tp = None if info is None else info.annotation
-        elif get_origin(tp) in (list, tuple, dict):  # an item of a list, an entry of a mapping
-            tp = get_args(tp)[-1] if get_args(tp) else None
-        else:
-            return None
-    tp = _unwrap(tp)
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
-
-
-def _unwrap(tp: Any) -> Any:
-    """Strip ``Annotated`` and ``X | None``."""
-    while get_origin(tp) in (Annotated, Union, types.UnionType):
-        tp = next(a for a in get_args(tp) if a is not type(None))
-    return tp
-
-
-def _dotted(loc: Sequence[str | int]) -> str:
-    return ".".join(str(seg) for seg in loc)

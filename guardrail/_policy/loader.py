@@ -39,8 +39,8 @@ from guardrail._exceptions import (
 from guardrail._policy.schema import Policy, merge
 from guardrail._resources import TEST_SUFFIX, policies_dir, policy_names
 
-__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "load_policy", "policy_files", "policy_schema", "read_yaml",
-           "validate_files"]  # fmt: skip
+__all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "dotted", "issue_message", "load_policy", "policy_files",
+           "policy_schema", "read_yaml", "validate_files"]  # fmt: skip
 
 MAX_FILE_BYTES = 1 << 20
 """Largest policy or policy-set file read (1 MiB): a policy is a few kilobytes."""
@@ -410,7 +410,7 @@ def _issue(chain: list[_Doc], merged: Any, err: ErrorDetails) -> Issue:
     if kind == "extra_forbidden" or "[key]" in loc:
         show = "key"
     loc = tuple(seg for seg in loc if seg != "[key]")
-    message = _message(err, loc)
+    message = issue_message(err, loc)
     doc, spot = chain[0], ()  # the child's top level when nothing nearer is located
     for size in range(len(loc), 0, -1):
         if _get(merged, loc[:size], _MISSING) is _MISSING:
@@ -423,13 +423,17 @@ def _issue(chain: list[_Doc], merged: Any, err: ErrorDetails) -> Issue:
             break
     spots = {"key": doc.keys, "value": doc.values, "entry": doc.spots}[show]
     line, column = spots[spot]
-    return Issue(doc.file, line, column, _dotted(loc), message)
+    return Issue(doc.file, line, column, dotted(loc), message)
 
 
-def _message(err: ErrorDetails, loc: KeyPath) -> str:
+def issue_message(err: ErrorDetails, loc: KeyPath, root: type[BaseModel] = Policy) -> str:
+    """The one-line message of a pydantic error at ``loc`` (``[key]`` segments removed) of a ``root`` document.
+
+    Shared by every YAML file the package validates (policies, policy tests), so they read alike.
+    """
     kind, message, value = err["type"], err["msg"], err.get("input")
     if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
+        model = _model_at(loc[:-1], root)
         allowed = ", ".join(model.model_fields) if model is not None else "none"
         return f"unknown key {loc[-1]!r}; allowed: {allowed}"
     if kind == "missing":
@@ -441,16 +445,16 @@ def _message(err: ErrorDetails, loc: KeyPath) -> str:
     return message
 
 
-def _model_at(loc: KeyPath) -> type[BaseModel] | None:
-    """Return the model class that validates the mapping at ``loc``, if any."""
-    tp: Any = Policy
+def _model_at(loc: KeyPath, root: type[BaseModel] = Policy) -> type[BaseModel] | None:
+    """Return the model class that validates the mapping at ``loc`` of a ``root`` document, if any."""
+    tp: Any = root
     for seg in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             info = tp.model_fields.get(str(seg))
             tp = None if info is None else info.annotation
-        else:  # dict[str, Model]: the segment names an entry
-            tp = get_args(tp)[-1] if get_origin(tp) is dict else None
+        else:  # dict[str, Model] or list[Model]: the segment names an entry or an item
+            tp = get_args(tp)[-1] if get_origin(tp) in (dict, list, tuple) and get_args(tp) else None
     tp = _unwrap(tp)
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
@@ -472,5 +476,6 @@ def _get(data: Any, loc: KeyPath, default: Any = None) -> Any:
     return data
 
 
-def _dotted(loc: KeyPath) -> str:
+def dotted(loc: KeyPath) -> str:
+    """A key path as the errors print it: ``thresholds.benevolence.min``, ``cases.2.expect``."""
     return ".".join(str(seg) for seg in loc)

@@ -128,12 +128,19 @@ def create_app(
     )
 
 
+KEEP_ALIVE_S = 65
+"""Seconds an idle client connection is kept open (above the 5-60 s pools of HTTP clients and proxies)."""
+
+
 def run(settings: ServeSettings) -> None:
     """Serve on uvicorn until stopped (Ctrl-C or SIGTERM: requests in flight finish first)."""
     import uvicorn
 
     app = create_app(ScoringService(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30)
+    # Idle connections stay open longer than clients keep them (httpx: 5 s, like uvicorn's own default):
+    # with equal limits a pooled connection can be reused just as the server closes it, and the request fails.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30,
+                timeout_keep_alive=KEEP_ALIVE_S)  # fmt: skip
 
 
 # -- middleware ---------------------------------------------------------------------------

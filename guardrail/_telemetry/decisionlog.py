@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from contextlib import suppress
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, get_args
@@ -153,11 +154,30 @@ def _rfc3339(time_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1000:06d}Z"
 
 
-def _encode(line: dict[str, Any]) -> bytes:
+def _encode_json(line: dict[str, Any]) -> bytes:
     text = json.dumps(line, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     # A lone surrogate can only sit inside a JSON string, where backslashreplace writes it as the
     # JSON escape \udXXX: the line stays valid UTF-8 and valid JSON.
     return (text + "\n").encode("utf-8", "backslashreplace")
+
+
+def _encoder() -> Callable[[dict[str, Any]], bytes]:
+    """orjson when it is installed (a tenth of json's cost, on the writer's share of the GIL), else json."""
+    try:
+        import orjson
+    except ImportError:
+        return _encode_json
+
+    def encode(line: dict[str, Any]) -> bytes:
+        try:
+            return orjson.dumps(line) + b"\n"
+        except TypeError:  # orjson refuses lone surrogates (JSONEncodeError is a TypeError): json escapes them
+            return _encode_json(line)
+
+    return encode
+
+
+_encode = _encoder()
 
 
 class _Writer:
