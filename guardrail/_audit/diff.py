@@ -30,11 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardrail._audit.recorded import LANGUAGE_RULE, Recorded, read_recorded
 from guardrail._exceptions import AuditError
-from guardrail._policy.engine import Engine
-from guardrail._policy.loader import load_policy
+from guardrail._policy.engine import Engine, language_violation
+from guardrail._policy.loader import dotted, load_policy
 from guardrail._policy.schema import ACTION_STRENGTH, Policy, Range, Region, SeverityRank
 from guardrail._values import VALUES, ValueVector
-from guardrail._verdict import Verdict, Violation
+from guardrail._verdict import Verdict
 
 EPS = 1e-9
 """Margins this close to a bound are left to the engine: numpy may sum a distance in another order."""
@@ -245,11 +245,11 @@ class _Side:
     scores_other: bool
 
     def decide(self, vector: ValueVector | None, error: str | None, share: float) -> Verdict:
-        languages = self.engine.policy.languages
-        extra: tuple[Violation, ...] = ()
-        if not math.isnan(share) and not self.scores_other:
+        violation = None
+        if not math.isnan(share):
             message = f"{share:.0%} of the answer was recorded in a language the policy does not read"
-            extra = (Violation(LANGUAGE_RULE, None, share, 0.0, share, languages.other, languages.severity, message),)
+            violation = language_violation(self.engine.policy.languages, share, message)
+        extra = () if violation is None else (violation,)
         if vector is None and error is not None:
             return self.engine.fail(error, extra=extra)
         return self.engine.decide(vector, extra=extra)
@@ -440,7 +440,7 @@ def read_diff(path: Path) -> PolicyDiff:
         return PolicyDiff.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        where = dotted(first["loc"]) or "(top)"
         raise AuditError(f"{path}: {where}: {first['msg']}") from exc
 
 

@@ -28,9 +28,9 @@ import numpy as np
 
 from guardrail._audit.load import DECISIONS, Check, load
 from guardrail._exceptions import AuditError
+from guardrail._policy.engine import LANGUAGE_RULE
 from guardrail._values import VALUES
 
-LANGUAGE_RULE = "languages.other"
 _DIMENSIONS = frozenset(VALUES)
 _NUMBERS = (int, float)
 _FLOATS = frozenset({int, float, type(math.nan)})

@@ -24,7 +24,7 @@ from guardrail._guard.reload import DEFAULT_INTERVAL_S, FileWatch, Revision, fin
 from guardrail._guard.rewrite import Result, Strategy, fallback, reask, redact
 from guardrail._guard.streaming import AsyncGuardedStream, GuardedStream
 from guardrail._outputs import Output, OutputPart
-from guardrail._policy.engine import Engine
+from guardrail._policy.engine import Engine, language_violation
 from guardrail._policy.loader import load_policy, policy_files
 from guardrail._policy.schema import ACTION_STRENGTH, Policy
 from guardrail._resources import policies_dir
@@ -790,10 +790,8 @@ def _as_candidate(engine: Engine, extra: tuple[Violation, ...]) -> tuple[Violati
     A candidate that scores every language has no such rule; the text was not scored either way,
     since both decide on the enforced policy's reading (one forward pass).
     """
-    rule = engine.policy.languages
-    if rule.other == "score":
-        return ()
-    return tuple(replace(v, action=rule.other, severity=rule.severity) for v in extra)
+    judged = (language_violation(engine.policy.languages, v.margin, v.message) for v in extra)
+    return tuple(v for v in judged if v is not None)
 
 
 def _failed(exc: Exception) -> Result:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guardrail._exceptions import PolicyError
 from guardrail._guard.guard import Guard, default_policy
 from guardrail._guard.reload import DEFAULT_INTERVAL_S, FileWatch, fingerprint
-from guardrail._policy.loader import read_yaml
+from guardrail._policy.loader import dotted, read_yaml
 from guardrail._types import Scorer
 
 logger = logging.getLogger("guardrail")
@@ -208,5 +208,5 @@ def _read_set(file: Path) -> PolicySetConfig:
         return PolicySetConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = dotted(err["loc"]) or "(top level)"
         raise PolicyError(f"{file}: {where}: {err['msg']}") from exc

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from guardrail._guard.language import LanguageDetector, split_languages
 from guardrail._guard.normalize import Normalized, normalize
-from guardrail._policy.engine import LANGUAGE_RULE
+from guardrail._policy.engine import language_violation
 from guardrail._policy.schema import Policy
 from guardrail._verdict import Violation
 
@@ -67,17 +67,9 @@ class Reader:
         if not split.other or self._rule.other == "score":
             return Reading(seen.text, seen.steps, split.language, decoded=decoded)
         names = ", ".join(split.other)
-        violation = Violation(
-            rule=LANGUAGE_RULE,
-            dimension=None,
-            observed=split.other_share,
-            bound=0.0,
-            margin=split.other_share,
-            action=self._rule.other,
-            severity=self._rule.severity,
-            message=f"{split.other_share:.0%} of the answer is in {names}, which the policy does not read "
-            f"(supported: {', '.join(self._rule.supported)})",
-        )
+        message = (f"{split.other_share:.0%} of the answer is in {names}, which the policy does not read "
+                   f"(supported: {', '.join(self._rule.supported)})")  # fmt: skip
+        violation = language_violation(self._rule, split.other_share, message)
         text = split.kept if split.kept.strip() else None
         return Reading(text, seen.steps, split.language, violation, decoded)
 

@@ -20,10 +20,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+from guardrail._policy.engine import LANGUAGE_RULE
 from guardrail._policy.schema import Policy
 from guardrail._verdict import Verdict
 
-LANGUAGE_RULE = "languages.other"
 """The language rule's name, as in a verdict's violations."""
 
 RuleKind = Literal["threshold", "region", "language", "action"]

@@ -22,10 +22,10 @@ from guardrail._guard.guard import Guard
 from guardrail._lifecycle.cases import Case, PolicyTests, Recorded
 from guardrail._lifecycle.coverage import LANGUAGE_RULE, Coverage, Rule, coverage, outcomes, policy_rules
 from guardrail._lifecycle.recording import recording, write_recordings
-from guardrail._policy.engine import Engine
+from guardrail._policy.engine import Engine, language_violation
 from guardrail._policy.schema import Policy
 from guardrail._types import Scorer
-from guardrail._verdict import Verdict, Violation
+from guardrail._verdict import Verdict
 
 Mode = Literal["model", "recorded", "record"]
 
@@ -188,14 +188,13 @@ def run_tests(suites: Sequence[PolicyTests], scorer: Scorer | None = None, *, mo
 def replay(engine: Engine, policy: Policy, recorded: Recorded) -> Verdict:
     """The verdict ``engine`` reaches on a recording: its scores, and its language share judged by ``policy``'s
     current ``languages.other`` action and severity (nothing, when the policy now scores every language)."""
-    extra: tuple[Violation, ...] = ()
-    if recorded.language is not None and policy.languages.other != "score":
+    violation = None
+    if recorded.language is not None:
         share = recorded.language.share
-        rule = policy.languages
         message = (f"{share:.0%} of the answer is in languages the policy does not read "
-                   f"(supported: {', '.join(rule.supported)}; recorded)")  # fmt: skip
-        extra = (Violation(LANGUAGE_RULE, None, share, 0.0, share, rule.other, rule.severity, message),)
-    return engine.decide(recorded.vector(), extra=extra)
+                   f"(supported: {', '.join(policy.languages.supported)}; recorded)")  # fmt: skip
+        violation = language_violation(policy.languages, share, message)
+    return engine.decide(recorded.vector(), extra=() if violation is None else (violation,))
 
 
 def expectation_problems(case: Case, verdict: Verdict, rules: Sequence[Rule]) -> list[str]:

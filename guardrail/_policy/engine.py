@@ -15,13 +15,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from guardrail._policy.schema import ACTION_STRENGTH, Distance, Policy, Range, Region, SeverityRank
+from guardrail._policy.schema import ACTION_STRENGTH, Distance, Languages, Policy, Range, Region, SeverityRank
 from guardrail._values import VALUES, ValueVector
 from guardrail._verdict import Decision, RuleCheck, Verdict, Violation
 
 _INDEX = {name: i for i, name in enumerate(VALUES)}
 LANGUAGE_RULE = "languages.other"
 """The rule judging text in languages the policy does not read (its violations come from the guard's reader)."""
+
+
+def language_violation(languages: Languages, share: float, message: str) -> Violation | None:
+    """The language rule's violation for a ``share`` of unread text, as ``languages`` judges it.
+
+    ``None`` when the rule scores every language (``other: score``): then no text goes unread.
+    Shared by the guard's reader, its shadow candidate and every replay of recorded answers.
+    """
+    if languages.other == "score":
+        return None
+    return Violation(LANGUAGE_RULE, None, share, 0.0, share, languages.other, languages.severity, message)
 
 
 class _Hit(NamedTuple):  # a tuple: built for every rule of every check, where a frozen dataclass costs 3x
