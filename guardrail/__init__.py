@@ -34,8 +34,9 @@ from guardrail._exceptions import (
     ScorerError,
     ScoringTimeout,
 )
-from guardrail._guard.guard import POLICY_ENV, AsyncReask, Guard, Reask
+from guardrail._guard.guard import POLICY_ENV, AsyncReask, Guard, Reask, default_policy
 from guardrail._guard.policyset import PolicySet
+from guardrail._guard.shared import shared_guard, shared_guard_built
 from guardrail._guard.streaming import AsyncGuardedStream, GuardedStream
 from guardrail._outputs import Output, OutputKind, OutputPart, tool_call_text
 from guardrail._policy.engine import Engine, decide
@@ -118,8 +119,11 @@ __all__ = [
     "by_choice",
     "decide",
     "deciding",
+    "default_policy",
     "label_for",
     "load_policy",
     "policy_schema",
+    "shared_guard",
+    "shared_guard_built",
     "tool_call_text",
 ]

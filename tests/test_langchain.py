@@ -420,8 +420,9 @@ def test_one_way_to_choose_the_policy() -> None:
 
 def test_identity(guard: Guard) -> None:
     model = guarded(guard)
-    assert model._llm_type == "guarded-by-prompt"
-    assert model._identifying_params == {"model": "by-prompt", "policy": "default", "policy_version": "1.2"}
+    assert model._llm_type == "by-prompt"  # the wrapped model's: traces and LangChain's choices see it
+    guarded_by = {"guardrail_policy": "default", "guardrail_policy_version": "1.2"}
+    assert model._identifying_params == {**model.model._identifying_params, **guarded_by}
     assert guardrail_langchain.__all__ == ["METADATA_KEY", "GuardedChatModel", "ValueGuardrailMiddleware"]
 
 

@@ -231,14 +231,15 @@ def test_a_harmful_tool_call_is_blocked(use_async: bool, guard: Guard, refusal: 
     assert verdict["part"] == {"kind": "tool_call", "choice": 0, "index": 0, "name": "send_message"}
 
 
-def test_tool_calls_are_scored_as_name_and_arguments() -> None:
+def test_tool_calls_are_checked_as_name_and_arguments_and_scored_as_prose() -> None:
     fake = FakeScorer()
     inner = scripted(calling("get_balance", {"account": "checking"}, "Let me look."))
     answer = GuardedChatModel(model=inner, guard=Guard(scorer=fake)).invoke(BALANCE)
-    expected = tool_call_text("get_balance", {"account": "checking"})
-    assert expected == 'get_balance({"account": "checking"})'
-    assert fake.calls == [[(BALANCE, "Let me look.")], [(BALANCE, expected)]]
+    assert tool_call_text("get_balance", {"account": "checking"}) == 'get_balance({"account": "checking"})'
+    # The scorer reads the call as the prose it carries (the reader's structured step).
+    assert fake.calls == [[(BALANCE, "Let me look.")], [(BALANCE, "get balance: account: checking")]]
     assert kinds(answer) == [("content", "allow"), ("tool_call", "allow")] and answer.tool_calls
+    assert verdict_of(answer)["parts"][1]["normalized"] == ["structured"]
 
 
 def test_an_invalid_tool_call_is_checked_by_its_raw_arguments(refusal: str) -> None:

@@ -24,9 +24,9 @@ from _litellm_calls import MESSAGES, MODEL, PROMPT, call, stream_chunks
 from _openai_stub import OpenAIStub
 
 import guardrail_litellm
-from guardrail import Guard, GuardrailViolation, OutputPart, PolicyError, PolicySet, ValueVector, Verdict
+from guardrail import Guard, GuardrailViolation, OutputPart, PolicyError, PolicySet, ValueVector, Verdict, shared_guard
+from guardrail._guard import shared
 from guardrail.testing import FakeScorer
-from guardrail_litellm import _guards as guards
 from guardrail_litellm import acompletion, completion, verdict_of, verdicts_of
 
 # litellm declares TypedDicts with ReadOnly items; pydantic warns once when it first builds their schema.
@@ -224,17 +224,16 @@ def test_raise_on_block_in_a_stream_raises_instead_of_the_message(use_async: boo
 def test_policy_argument_loads_once_and_shares_the_scorer(
     scorer: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(guards, "_default", Guard(scorer=scorer))  # stands in for the process default
-    monkeypatch.setattr(guards, "_by_policy", {})
+    monkeypatch.setattr(shared, "_SHARED", shared.SharedGuards(scorer=scorer))  # stands in for the process store
     path = write_policy(tmp_path, "  block: {type: block, message: 'No.'}\n")
     first = completion(model=MODEL, messages=MESSAGES, mock_response=HARMFUL, policy=str(path))
     second = completion(model=MODEL, messages=MESSAGES, mock_response=HARMFUL, policy=path)
     assert first.choices[0].message.content == second.choices[0].message.content == "No."
-    assert list(guards._by_policy) == [str(path)] and guards._by_policy[str(path)].scorer is scorer
+    assert shared_guard(path) is shared_guard(str(path)) and shared_guard(path).scorer is scorer
 
 
 def test_process_default_guard_is_built_once_and_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(guards, "_default", None)  # builds Guard(): loads the shipped model once more
+    monkeypatch.setattr(shared, "_SHARED", shared.SharedGuards())  # builds Guard(): loads the shipped model once more
     monkeypatch.setenv("GUARDRAIL_POLICY", "strict")
     built: list[Guard] = []
     threads = [threading.Thread(target=lambda: built.append(guardrail_litellm.default_guard())) for _ in range(8)]
@@ -243,6 +242,7 @@ def test_process_default_guard_is_built_once_and_follows_the_environment(monkeyp
     for t in threads:
         t.join()
     assert len({id(g) for g in built}) == 1 and built[0].policy.name == "strict"
+    assert built[0] is shared_guard("strict")  # the core's shared guard: every integration gets the same one
     response = asyncio.run(acompletion(model=MODEL, messages=MESSAGES, mock_response=BENIGN))
     assert verdict_of(response).policy_name == "strict"  # type: ignore[union-attr]
 
@@ -286,7 +286,8 @@ def test_empty_answers_pass_unchecked(use_async: bool, answer: Any) -> None:
 @twins
 def test_a_tool_call_alone_is_checked_as_its_name_and_arguments(use_async: bool, fake: Guard) -> None:
     response = call(use_async, guard=fake, mock_response=TOOL_CALL)
-    assert fake.scorer.calls[-1] == [(PROMPT, 'lookup({"q": "hurt"})')]  # type: ignore[attr-defined]
+    # Checked as 'lookup({"q": "hurt"})', read by the scorer as the prose it carries.
+    assert fake.scorer.calls[-1] == [(PROMPT, "lookup: q: hurt")]  # type: ignore[attr-defined]
     [verdict] = verdicts_of(response)
     assert verdict.part == OutputPart("tool_call", 0, 0, "lookup") and verdict.decision == "block"
     choice = response.choices[0]

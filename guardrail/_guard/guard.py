@@ -115,27 +115,12 @@ class Guard:
         """Changes to the policy's files that were not valid and were not swapped in."""
         self._reload_lock = threading.Lock()
         settings = self.policy.scorer
-        built = scorer is None
-        background: Scorer | None = None
-        if scorer is None and settings.remote is not None:
-            from guardrail._scoring.remote import RemoteScorer
-
-            remote = settings.remote
-            scorer = RemoteScorer(
-                remote.url, timeout_ms=remote.timeout_ms or self.policy.timeout_ms, retries=remote.retries,
-                token=os.environ.get(remote.token_env),
-            )  # fmt: skip
-        elif scorer is None:
-            from guardrail._scoring.scorer import TransformerScorer
-
-            transformer = TransformerScorer(runtime=settings.runtime)
-            scorer, background = transformer, transformer.background()
-        batching = built if settings.batching is None else settings.batching
-        if batching and not isinstance(scorer, MicroBatcher):
+        if scorer is None:
+            scorer = own_scorer(self.policy, meter_provider)
+        elif settings.batching and not isinstance(scorer, MicroBatcher):
             scorer = MicroBatcher(
-                scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                meter_provider=meter_provider, background=background,
-            )  # fmt: skip
+                scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, meter_provider=meter_provider
+            )
         self.scorer = scorer
         if capture_content is None:
             capture_content = capture_from_env() if self.policy.capture_content is None else self.policy.capture_content
@@ -728,6 +713,36 @@ class Guard:
     @property
     def _device(self) -> str:
         return str(getattr(self.scorer, "device", "unknown"))
+
+
+def own_scorer(policy: Policy, meter_provider: MeterProvider | None = None) -> Scorer:
+    """The scorer a ``Guard`` builds for ``policy`` when none is passed in, as its ``scorer:`` block says.
+
+    A remote scoring service, or the shipped model on the policy's runtime; micro-batched unless
+    ``batching: false``.
+    """
+    settings = policy.scorer
+    scorer: Scorer
+    background: Scorer | None = None
+    if settings.remote is not None:
+        from guardrail._scoring.remote import RemoteScorer
+
+        remote = settings.remote
+        scorer = RemoteScorer(
+            remote.url, timeout_ms=remote.timeout_ms or policy.timeout_ms, retries=remote.retries,
+            token=os.environ.get(remote.token_env),
+        )  # fmt: skip
+    else:
+        from guardrail._scoring.scorer import TransformerScorer
+
+        transformer = TransformerScorer(runtime=settings.runtime)
+        scorer, background = transformer, transformer.background()
+    if settings.batching is False:
+        return scorer
+    return MicroBatcher(
+        scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, meter_provider=meter_provider,
+        background=background,
+    )  # fmt: skip
 
 
 def _shown(source: PolicySource) -> str:

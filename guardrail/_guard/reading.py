@@ -1,6 +1,7 @@
 """What the scorer reads of an answer: the answer as a reader sees it, in the languages it reads.
 
-A :class:`Reader` is built once from a policy. For each answer it undoes disguises
+A :class:`Reader` is built once from a policy. For each answer it reads a structured answer (JSON,
+a tool call) as the prose it carries (:func:`guardrail._guard.structured.prose`), undoes disguises
 (:func:`guardrail._guard.normalize.normalize`, when the policy's ``normalize`` is on), then splits
 off the pieces in languages the policy does not support (:func:`guardrail._guard.language.split_languages`);
 those pieces are not scored but judged by the policy's ``languages.other`` rule, as one more
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 from guardrail._guard.language import LanguageDetector, split_languages
 from guardrail._guard.normalize import Normalized, normalize
+from guardrail._guard.structured import STEP as STRUCTURED
+from guardrail._guard.structured import prose
 from guardrail._policy.engine import language_violation
 from guardrail._policy.schema import Policy
 from guardrail._verdict import Violation
@@ -55,9 +58,14 @@ class Reader:
 
     def read(self, response: str) -> Reading:
         """The :class:`Reading` of one answer."""
+        structured = prose(response)
+        steps: tuple[str, ...] = ()
+        if structured is not None:
+            response, steps = structured, (STRUCTURED,)
         if not self._normalize and not self._rule.detect:
-            return Reading(response)  # read as it is: nothing to undo, no language to tell
+            return Reading(response, steps)  # nothing to undo, no language to tell
         seen = normalize(response, self._reads) if self._normalize else Normalized(response)
+        seen = Normalized(seen.text, steps + seen.steps, seen.decoded)
         split = split_languages(
             seen.text, self._supported, self._detector,
             min_letters=self._rule.min_letters, min_confidence=self._rule.min_confidence,

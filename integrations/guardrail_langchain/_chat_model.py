@@ -3,33 +3,48 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LanguageModelInput, ModelProfile
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, ensure_config, patch_config
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config, patch_config
 from langchain_core.tools import BaseTool
-from pydantic import PrivateAttr, model_validator
+from pydantic import BaseModel, PrivateAttr, model_validator
 from typing_extensions import Self
 
-from guardrail import CallSpans, ChoiceVerdict, Guard, GuardrailViolation, ModelCall, PolicySet, Verdict, deciding
+from guardrail import (
+    CallSpans,
+    ChoiceVerdict,
+    Guard,
+    GuardrailViolation,
+    ModelCall,
+    PolicySet,
+    Verdict,
+    deciding,
+    default_policy,
+)
 from guardrail_langchain._common import (
     METADATA_KEY,
     GuardChoice,
-    child_callbacks,
+    context_handlers_hidden,
     guarded_message,
+    hidden_aiter,
+    hidden_iter,
     last_prompt,
     model_call,
-    quiet_callbacks,
+    nested_callbacks,
     reask_messages,
     request_metadata,
     result_reply,
     revised_text,
     stream_reply,
+    with_usage_of,
 )
+from guardrail_langchain._configured import configured, rebound
 from guardrail_langchain._outputs import acheck_parts, check_parts
 from guardrail_langchain._streamed import AsyncHeldAnswer, HeldAnswer
 
@@ -50,10 +65,20 @@ class GuardedChatModel(BaseChatModel):
     back and checked window by window, as the policy's ``streaming`` block says; reasoning and
     tool-call chunks are held until the answer has ended and they passed.
 
+    Settings for the wrapped model may be given to the wrapper, as to the model itself:
+    ``GuardedChatModel(model=m, temperature=0, stop=["\\n\\n"])`` builds ``m`` again with them, by its
+    own class; a setting ``m`` does not have is refused. ``_get_ls_params`` and ``_llm_type`` are the
+    wrapped model's, so traces name its provider and model. Callback handlers see one chat-model run
+    per call (one start, one end, one usage record, re-asks included); tracers also see the wrapped
+    model's run nested in it.
+
     Attributes:
         model: The chat model whose answers are checked.
-        guard: The guard to use; default: a ``Guard`` built from ``policy``.
-        policy: A shipped policy name or a YAML path (default: ``$GUARDRAIL_POLICY``, else ``default``).
+        guard: The guard to use; default: the process-wide shared guard of ``policy``
+            (:func:`guardrail.shared_guard`: the model loads once per process, so building wrappers is
+            cheap).
+        policy: A shipped policy name or a YAML path; default: ``$GUARDRAIL_POLICY``, else ``default``
+            (set from it when neither ``guard`` nor ``policies`` is given).
         policies: A policy set picking the policy per call from ``config["metadata"]``.
         raise_on_block: Raise ``GuardrailViolation`` instead of returning the policy's message.
 
@@ -73,20 +98,40 @@ class GuardedChatModel(BaseChatModel):
 
     _choice: GuardChoice = PrivateAttr()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _forward_settings(cls, data: Any) -> Any:
+        """Settings that are not the wrapper's configure the wrapped model (see the class docs)."""
+        if not isinstance(data, dict) or not isinstance(data.get("model"), BaseChatModel):
+            return data  # pydantic reports the missing or wrong model
+        own = {name for name, field in cls.model_fields.items() for name in (name, field.alias) if name}
+        settings = {key: value for key, value in data.items() if key not in own}
+        if not settings:
+            return data
+        kept = {key: value for key, value in data.items() if key in own}
+        return {**kept, "model": configured(data["model"], settings, cls.__name__)}
+
     @model_validator(mode="after")
     def _build_guard(self) -> Self:
+        if self.guard is None and self.policy is None and self.policies is None:
+            self.policy = default_policy()
         self._choice = GuardChoice(self.guard, self.policy, self.policies)
         return self
 
-    # -- identity: LangChain reads these for tracing and to pick a structured-output strategy ----------
+    # -- identity: the wrapped model's, so that traces and LangChain's choices see the real model ------
 
     @property
     def _llm_type(self) -> str:
-        return f"guarded-{self.model._llm_type}"
+        return self.model._llm_type
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model._llm_type, **self._choice.describe()}
+        guarded = {f"guardrail_{key}": value for key, value in self._choice.describe().items()}
+        return {**self.model._identifying_params, **guarded}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        kwargs.pop(_CONFIG, None)
+        return self.model._get_ls_params(stop=stop, **kwargs)
 
     @property
     def model_name(self) -> str:
@@ -111,13 +156,26 @@ class GuardedChatModel(BaseChatModel):
         """
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
-        bound = self.model.bind_tools(tools, **kwargs)
-        if not isinstance(bound, RunnableBinding) or bound.bound is not self.model:
-            raise TypeError(
-                f"{type(self.model).__name__}.bind_tools returned {type(bound).__name__}, not the model bound "
-                "to keyword arguments; GuardedChatModel can only carry such arguments over to the wrapped model"
-            )
-        return self.bind(**bound.kwargs)
+        return rebound(self.model.bind_tools(tools, **kwargs), self.model, self)
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Structured output as the wrapped model makes it, every answer checked on its way.
+
+        The wrapped model's own ``with_structured_output`` builds the runnable, so its methods
+        (``function_calling``, ``json_mode``, ``json_schema``...) and options are its own; its model
+        calls go through this guard. What is checked is the text the model returns: the tool call's
+        arguments (as ``name({json})``) for tool-based methods, the JSON text for the others. A
+        blocked answer has no structure left: the parsed result is ``None`` (with ``include_raw``,
+        ``raw`` holds the policy's message), or ``GuardrailViolation`` with ``raise_on_block``.
+
+        Example:
+            >>> guarded.with_structured_output(Joke, method="json_schema").invoke("A cat joke")  # doctest: +SKIP
+            Joke(setup='...', punchline='...')
+        """
+        built = self.model.with_structured_output(schema, include_raw=include_raw, **kwargs)
+        return rebound(built, self.model, self)
 
     # -- entry points: carry the call's config (see _CONFIG) -------------------------------------------
 
@@ -140,14 +198,16 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:  # fmt: skip
         """As ``BaseChatModel.stream``; text is released only as the policy's ``streaming`` block allows."""
-        return super().stream(input, config, stop=stop, **{_CONFIG: ensure_config(config), **kwargs})
+        config = _with_run_id(config)
+        return super().stream(input, config, stop=stop, **{_CONFIG: config, **kwargs})
 
     def astream(
         self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:  # fmt: skip
         """As ``BaseChatModel.astream``; text is released only as the policy's ``streaming`` block allows."""
-        return super().astream(input, config, stop=stop, **{_CONFIG: ensure_config(config), **kwargs})
+        config = _with_run_id(config)
+        return super().astream(input, config, stop=stop, **{_CONFIG: config, **kwargs})
 
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop(_CONFIG, None)
@@ -170,16 +230,23 @@ class GuardedChatModel(BaseChatModel):
         guard, prompt = self._choice.pick(metadata), last_prompt(messages)
         with self._call_spans(guard, model_call(self.model, messages, stop, kwargs), metadata) as spans:
             result = generate(spans, self.model, messages, config, stop, kwargs)
+            reasked: list[list[BaseMessage]] = [[] for _ in result.generations]
 
-            def reask(previous: str, feedback: str) -> str:
-                again = reask_messages(messages, previous, feedback)
-                return revised_text(generate(spans, self.model, again, config, stop, kwargs).generations[0].message)
+            def reask_for(choice: int) -> Callable[[str, str], str]:
+                def reask(previous: str, feedback: str) -> str:
+                    again = reask_messages(messages, previous, feedback)
+                    revised = generate(spans, self.model, again, config, stop, kwargs).generations[0].message
+                    reasked[choice].append(revised)
+                    return revised_text(revised)
+
+                return reask
 
             outcomes = [
-                check_parts(guard, g.message, n, prompt, metadata, reask) for n, g in enumerate(result.generations)
+                check_parts(guard, g.message, n, prompt, metadata, reask_for(n))
+                for n, g in enumerate(result.generations)
             ]
             spans.record(_deciding(outcomes))
-        return self._guarded(result, outcomes)
+        return self._guarded(result, outcomes, reasked)
 
     async def _agenerate(
         self,
@@ -192,18 +259,23 @@ class GuardedChatModel(BaseChatModel):
         guard, prompt = self._choice.pick(metadata), last_prompt(messages)
         with self._call_spans(guard, model_call(self.model, messages, stop, kwargs), metadata) as spans:
             result = await agenerate(spans, self.model, messages, config, stop, kwargs)
+            reasked: list[list[BaseMessage]] = [[] for _ in result.generations]
 
-            async def reask(previous: str, feedback: str) -> str:
-                again = reask_messages(messages, previous, feedback)
-                revised = await agenerate(spans, self.model, again, config, stop, kwargs)
-                return revised_text(revised.generations[0].message)
+            def reask_for(choice: int) -> Callable[[str, str], Awaitable[str]]:
+                async def reask(previous: str, feedback: str) -> str:
+                    again = reask_messages(messages, previous, feedback)
+                    revised = (await agenerate(spans, self.model, again, config, stop, kwargs)).generations[0].message
+                    reasked[choice].append(revised)
+                    return revised_text(revised)
+
+                return reask
 
             choices = enumerate(result.generations)
             outcomes = await asyncio.gather(
-                *(acheck_parts(guard, g.message, n, prompt, metadata, reask) for n, g in choices)
+                *(acheck_parts(guard, g.message, n, prompt, metadata, reask_for(n)) for n, g in choices)
             )
             spans.record(_deciding(outcomes))
-        return self._guarded(result, outcomes)
+        return self._guarded(result, outcomes, reasked)
 
     def _stream(
         self,
@@ -217,7 +289,8 @@ class GuardedChatModel(BaseChatModel):
         call = model_call(self.model, messages, stop, kwargs)
         spans = self._call_spans(guard, call, metadata, streamed=True)
         with spans.model(call, end=False) as model:  # open while the answer streams
-            raw = model.wrap(self.model.stream(messages, config, stop=stop, **kwargs), stream_reply)
+            upstream = hidden_iter(self.model.stream(messages, config, stop=stop, **kwargs))
+            raw = model.wrap(upstream, stream_reply)
         answer = HeldAnswer(guard, raw, last_prompt(messages), metadata)
         answer_id = None
         for chunk in spans.iterate(answer):
@@ -238,7 +311,8 @@ class GuardedChatModel(BaseChatModel):
         call = model_call(self.model, messages, stop, kwargs)
         spans = self._call_spans(guard, call, metadata, streamed=True)
         with spans.model(call, end=False) as model:
-            raw = model.awrap(self.model.astream(messages, config, stop=stop, **kwargs), stream_reply)
+            upstream = hidden_aiter(self.model.astream(messages, config, stop=stop, **kwargs))
+            raw = model.awrap(upstream, stream_reply)
         answer = AsyncHeldAnswer(guard, raw, last_prompt(messages), metadata)
         answer_id = None
         async for chunk in await spans.aiterate(answer):
@@ -257,27 +331,30 @@ class GuardedChatModel(BaseChatModel):
     def _inner_call(
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None, kwargs: dict[str, Any]
     ) -> tuple[RunnableConfig, dict[str, Any]]:
-        """Config for the wrapped model's call (its run nested in ours when we know our run) and our metadata."""
+        """Config for the wrapped model's call (its run nested in ours, seen by tracers only) and our metadata."""
         config: RunnableConfig = kwargs.pop(_CONFIG, None) or ensure_config()
         if run_manager is not None:
-            callbacks, metadata = child_callbacks(run_manager), run_manager.metadata
-        else:
-            callbacks, metadata = config.get("callbacks"), config.get("metadata")
-        inner = patch_config(config, callbacks=quiet_callbacks(callbacks))  # type: ignore[arg-type]
-        return inner, request_metadata(metadata)
+            callbacks, metadata = nested_callbacks(run_manager), run_manager.metadata
+        else:  # a stream: LangChain hands _stream no run manager, but stream() chose our run's id
+            callbacks = nested_callbacks(config.get("callbacks"), config.get("run_id"))
+            metadata = config.get("metadata")
+        return patch_config(config, callbacks=callbacks), request_metadata(metadata)
 
     def _raise_if_blocked(self, verdict: Verdict) -> Verdict:
         if self.raise_on_block and verdict.final_decision == "block":
             raise GuardrailViolation(verdict)
         return verdict
 
-    def _guarded(self, result: ChatResult, outcomes: Sequence[ChoiceVerdict | None]) -> ChatResult:
-        """Each generation as delivered, with its verdicts (a generation without any part is left as it is)."""
+    def _guarded(
+        self, result: ChatResult, outcomes: Sequence[ChoiceVerdict | None], reasked: Sequence[Sequence[BaseMessage]]
+    ) -> ChatResult:
+        """Each generation as delivered, with its verdicts (a generation without any part is left as it is)
+        and the token usage of the re-asks made for it."""
         generations = []
-        for generation, outcome in zip(result.generations, outcomes, strict=True):
+        for generation, outcome, again in zip(result.generations, outcomes, reasked, strict=True):
             if outcome is not None:
                 self._raise_if_blocked(outcome.verdict)
-                message = guarded_message(generation.message, outcome)
+                message = with_usage_of(guarded_message(generation.message, outcome), again)
                 generation = ChatGeneration(message=message, generation_info=generation.generation_info)
             generations.append(generation)
         return ChatResult(generations=generations, llm_output=result.llm_output)
@@ -296,6 +373,13 @@ class GuardedChatModel(BaseChatModel):
         return AIMessageChunk(content="", id=answer_id, response_metadata=metadata, chunk_position="last")
 
 
+def _with_run_id(config: RunnableConfig | None) -> RunnableConfig:
+    """The call's config with the id our run will have (the caller's, else a new one): the wrapped model's
+    run names it as its parent."""
+    config = ensure_config(config)
+    return config if config.get("run_id") is not None else {**config, "run_id": uuid.uuid4()}
+
+
 def _deciding(outcomes: Sequence[ChoiceVerdict | None]) -> Verdict | None:
     """The verdict that decides a call of one or more generations (``None``: nothing was checked)."""
     verdicts = [o.verdict for o in outcomes if o is not None]
@@ -308,7 +392,7 @@ def generate(
 ) -> ChatResult:  # fmt: skip
     """Every generation of one model call (``invoke`` keeps only the first), inside a model-call span
     (the first call, or a re-ask under ``guardrail.reask``)."""
-    with spans.model(model_call(model, messages, stop, kwargs)) as span:
+    with spans.model(model_call(model, messages, stop, kwargs)) as span, context_handlers_hidden():
         result = model.generate([messages], stop=stop, **_generate_options(config), **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         span.record(result_reply([g.message for g in generations]))
@@ -321,7 +405,8 @@ async def agenerate(
 ) -> ChatResult:  # fmt: skip
     """Async twin of :func:`generate`."""
     with spans.model(model_call(model, messages, stop, kwargs)) as span:
-        result = await model.agenerate([messages], stop=stop, **_generate_options(config), **kwargs)
+        with context_handlers_hidden():
+            result = await model.agenerate([messages], stop=stop, **_generate_options(config), **kwargs)
         generations = cast("list[ChatGeneration]", result.generations[0])
         span.record(result_reply([g.message for g in generations]))
     return ChatResult(generations=generations, llm_output=result.llm_output)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
+from uuid import UUID
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -18,8 +20,10 @@ from langchain_core.callbacks import (
 from langchain_core.messages import LC_AUTO_PREFIX, AIMessage, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.tracers import _streaming
+from langchain_core.tracers import context as _tracer_context
+from langchain_core.tracers.core import _TracerCore
 
-from guardrail import ChoiceVerdict, Guard, ModelCall, ModelReply, Policy, PolicySet
+from guardrail import ChoiceVerdict, Guard, ModelCall, ModelReply, Policy, PolicySet, shared_guard
 
 PolicySource = str | os.PathLike[str] | Policy
 """A shipped policy name, a YAML path or a :class:`~guardrail.Policy`."""
@@ -31,6 +35,12 @@ METADATA_KEY = "guardrail"
 # LangChain's own per-call tracing parameters (ls_provider, ls_model_name...) describe the model
 # call, not the request: they stay out of the verdict's metadata and its span attributes.
 _LANGSMITH_PREFIX = "ls_"
+
+C = TypeVar("C")
+
+# The context variables LangChain adds handlers from when it configures a run (see
+# context_handlers_hidden); without this list, handlers set that way are not hidden.
+_CONFIGURE_HOOKS: Sequence[tuple[Any, ...]] = getattr(_tracer_context, "_configure_hooks", ())
 
 # Handlers that forward tokens to a consumer (astream_events, astream_log, LangGraph's "messages"
 # stream) carry LangChain's streaming marker; a v2 marker exists from langchain-core 1.8 on.
@@ -45,7 +55,11 @@ _STREAMING_MARKERS: tuple[type, ...] = tuple(
 
 
 class GuardChoice:
-    """One fixed guard, or a :class:`~guardrail.PolicySet` that picks a guard per call from its metadata."""
+    """One fixed guard, or a :class:`~guardrail.PolicySet` that picks a guard per call from its metadata.
+
+    Without a guard or a set, the guard is the process-wide shared one of the policy
+    (:func:`guardrail.shared_guard`): building a wrapper does not load a model again.
+    """
 
     def __init__(self, guard: Guard | None, policy: PolicySource | None, policies: PolicySet | None) -> None:
         given = [
@@ -54,7 +68,7 @@ class GuardChoice:
         if len(given) > 1:
             raise ValueError(f"pass at most one of guard, policy and policies; got {' and '.join(given)}")
         self.policies = policies
-        self.guard = None if policies is not None else guard if guard is not None else Guard(policy)
+        self.guard = None if policies is not None else guard if guard is not None else shared_guard(policy)
 
     def pick(self, metadata: Mapping[str, Any]) -> Guard:
         """The guard for a call with this metadata (raises ``PolicyError`` for an unknown deployment)."""
@@ -124,32 +138,98 @@ def guarded_message(message: BaseMessage, outcome: ChoiceVerdict) -> AIMessage:
     )  # fmt: skip
 
 
-def quiet_callbacks(callbacks: Callbacks) -> list[BaseCallbackHandler] | BaseCallbackManager:
-    """Callbacks for the wrapped model's own run, without handlers that stream tokens to a consumer.
+def nested_callbacks(
+    source: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | Callbacks, parent_run_id: UUID | None = None
+) -> CallbackManager:
+    """Callbacks for the wrapped model's own run: the tracers of the guarded run, the run nested in it.
 
-    The wrapped model's raw tokens are the text under check: a stream consumer (``astream_events``,
-    LangGraph's ``stream_mode="messages"``) must only see what the guarded run releases. Tracers and
-    other handlers still see the wrapped run. The result is never ``None``, so the call does not fall
-    back to the callbacks of the surrounding runnable context.
+    The guarded run is the call as its caller sees it: every other handler (usage and cost counters,
+    loggers, callbacks given per call) sees that run alone, so one call counts once. Tracers
+    (LangSmith, OpenInference, ``collect_runs``: LangChain's ``BaseTracer`` family) also see the
+    wrapped model's run, as a child of the guarded one. Handlers that stream tokens to a consumer
+    (``astream_events``, ``stream_events``, LangGraph's ``stream_mode="messages"``) are left out too:
+    the wrapped model's raw tokens are the text under check, and a consumer must only see what the
+    guarded run releases.
+
+    Args:
+        source: The guarded run's manager (``_generate``), or the call's callbacks (``_stream``, which
+            LangChain hands no run manager).
+        parent_run_id: The guarded run's id, when ``source`` is the call's callbacks.
     """
-    if callbacks is None:
-        return []
-    if isinstance(callbacks, list):
-        return [handler for handler in callbacks if not _streams(handler)]
-    manager = callbacks.copy()
-    for handler in [*manager.handlers, *manager.inheritable_handlers]:
-        if _streams(handler):
-            manager.remove_handler(handler)
+    if isinstance(source, (CallbackManagerForLLMRun, AsyncCallbackManagerForLLMRun)):
+        handlers, tags, metadata = source.inheritable_handlers, source.inheritable_tags, source.inheritable_metadata
+        parent_run_id = source.run_id
+    elif isinstance(source, BaseCallbackManager):
+        handlers, tags, metadata = source.inheritable_handlers, source.inheritable_tags, source.inheritable_metadata
+    else:
+        handlers, tags, metadata = list(source or []), [], {}
+    manager = CallbackManager(handlers=[], parent_run_id=parent_run_id)
+    manager.set_handlers([handler for handler in handlers if _traces(handler)])
+    manager.add_tags(tags)
+    manager.add_metadata(metadata)
     return manager
 
 
-def child_callbacks(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun) -> CallbackManager:
-    """Callbacks for a run nested in a chat model's run (what ``get_child`` gives a chain's run)."""
-    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    return manager
+@contextmanager
+def context_handlers_hidden() -> Iterator[None]:
+    """Hide, from the runs started inside, the handlers LangChain adds from context variables
+    (``get_usage_metadata_callback()``, ``get_openai_callback()``...) unless they trace.
+
+    LangChain adds such a handler to every run it configures, the wrapped model's included; it is on
+    the guarded run already. Only starting a run reads them: hiding them while the wrapped model's run
+    starts is enough, and its handlers are the same as :func:`nested_callbacks` gives it.
+    """
+    hidden = []
+    for var, *_ in _CONFIGURE_HOOKS:
+        handler = var.get()
+        if handler is not None and not _traces(handler):
+            hidden.append((var, var.set(None)))
+    try:
+        yield
+    finally:
+        for var, token in reversed(hidden):
+            var.reset(token)
+
+
+def hidden_iter(chunks: Iterator[C]) -> Iterator[C]:
+    """``chunks`` (the wrapped model's stream), each step taken with :func:`context_handlers_hidden`."""
+    try:
+        while True:
+            with context_handlers_hidden():
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+async def hidden_aiter(chunks: AsyncIterator[C]) -> AsyncIterator[C]:
+    """Async twin of :func:`hidden_iter`."""
+    try:
+        while True:
+            with context_handlers_hidden():
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def with_usage_of(message: AIMessage, others: Sequence[BaseMessage]) -> AIMessage:
+    """``message`` with the token usage of ``others`` (the re-asks made for it) added to its own."""
+    usage = message.usage_metadata
+    for other in others:
+        if isinstance(other, AIMessage) and other.usage_metadata:
+            usage = add_usage(usage, other.usage_metadata)
+    return message if usage is message.usage_metadata else message.model_copy(update={"usage_metadata": usage})
 
 
 # -- what a model-call span records -------------------------------------------------------------------
@@ -234,5 +314,6 @@ def stream_reply(chunks: Sequence[BaseMessage]) -> ModelReply:
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
-def _streams(handler: BaseCallbackHandler) -> bool:
-    return isinstance(handler, _STREAMING_MARKERS)
+def _traces(handler: BaseCallbackHandler) -> bool:
+    """A tracer (records runs as a tree) that does not stream tokens to a consumer."""
+    return isinstance(handler, _TracerCore) and not isinstance(handler, _STREAMING_MARKERS)

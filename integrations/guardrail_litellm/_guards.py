@@ -1,40 +1,31 @@
 """Which :class:`~guardrail.Guard` checks a call: an explicit one, a policy, a policy set, or the process default.
 
-All guards built here share the process-default guard's scorer (one model in memory per process).
+Guards built here are the process-wide shared ones (:func:`guardrail.shared_guard`): one per policy,
+over one scorer, so the model is in memory once per process.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
-from guardrail import Guard, Policy, PolicySet, Scorer
+from guardrail import Guard, Policy, PolicySet, Scorer, shared_guard, shared_guard_built
 
 PolicySource = str | os.PathLike[str] | Policy
 
-_lock = threading.Lock()
-_default: Guard | None = None
-_by_policy: dict[str, Guard] = {}
-
 
 def default_guard() -> Guard:
-    """The process-default guard, ``Guard()``: ``$GUARDRAIL_POLICY`` (else ``default``) and the shipped model.
+    """The process-default guard: ``$GUARDRAIL_POLICY`` (else ``default``) and the shipped model.
 
-    Built once per process on first use (the model loads in about a second); thread-safe. Every other
-    guard this package builds shares its scorer, so the model is in memory once.
+    Built once per process on first use (the model loads in about a second); thread-safe. It is
+    :func:`guardrail.shared_guard`'s, so every integration in the process shares it.
 
     Example:
         >>> default_guard().policy.name  # doctest: +SKIP
         'default'
     """
-    global _default
-    if _default is None:
-        with _lock:
-            if _default is None:
-                _default = Guard()
-    return _default
+    return shared_guard()
 
 
 def shared_scorer() -> Scorer:
@@ -42,24 +33,9 @@ def shared_scorer() -> Scorer:
     return default_guard().scorer
 
 
-def policy_guard(policy: PolicySource) -> Guard:
-    """A guard for ``policy`` over the shared scorer; names and paths are loaded once per process."""
-    if isinstance(policy, Policy):
-        return Guard(policy, scorer=shared_scorer())  # cheap: the policy is already parsed
-    key = os.fspath(policy)
-    guard = _by_policy.get(key)
-    if guard is None:
-        scorer = shared_scorer()
-        with _lock:
-            guard = _by_policy.get(key)
-            if guard is None:
-                guard = _by_policy[key] = Guard(policy, scorer=scorer)
-    return guard
-
-
 def is_ready(guard: Guard | None, policy: PolicySource | None, policies: PolicySet | None) -> bool:
     """Whether :func:`resolve` can answer without loading a model (async callers build in a thread otherwise)."""
-    return guard is not None or policies is not None or _default is not None
+    return guard is not None or policies is not None or shared_guard_built(policy)
 
 
 def resolve(
@@ -90,5 +66,5 @@ def resolve(
     if policy is not None:
         if not isinstance(policy, (str, os.PathLike, Policy)):
             raise TypeError(f"policy must be a policy name, a path or a Policy, got {type(policy).__name__}")
-        return policy_guard(policy)
-    return default_guard()
+        return shared_guard(policy)
+    return shared_guard()
