@@ -272,13 +272,18 @@ def _pieces(answer: AIMessage) -> Iterator[AIMessageChunk]:
     words = re.findall(r"\S+\s*", text)
     for word in words:
         yield AIMessageChunk(content=word)
+    yield from tool_call_pieces(answer)
+    yield AIMessageChunk(
+        content="", usage_metadata=answer.usage_metadata, response_metadata=answer.response_metadata,
+        chunk_position="last",
+    )  # fmt: skip
+
+
+def tool_call_pieces(answer: AIMessage) -> Iterator[AIMessageChunk]:
+    """An answer's tool calls as providers stream them: name and id first, the JSON arguments in two halves."""
     for index, call in enumerate(answer.tool_calls):
         args = json.dumps(call["args"])
         half = len(args) // 2
         yield AIMessageChunk(content="", tool_call_chunks=[tool_call_chunk(name=call["name"], args=args[:half],
                                                                           id=call["id"], index=index)])  # fmt: skip
         yield AIMessageChunk(content="", tool_call_chunks=[tool_call_chunk(args=args[half:], index=index)])
-    yield AIMessageChunk(
-        content="", usage_metadata=answer.usage_metadata, response_metadata=answer.response_metadata,
-        chunk_position="last",
-    )  # fmt: skip

@@ -9,7 +9,6 @@ from the shipped model on clear cases; FakeScorer covers the edge cases.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -17,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from _answers import BENIGN, HARMFUL
+from _scripted_chat import tool_call_pieces
 from langchain.agents import create_agent
 from langchain.agents.structured_output import ToolStrategy
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import tool
@@ -105,12 +104,7 @@ def provider_chunks(message: AIMessage) -> Iterator[AIMessageChunk]:
             key = "reasoning" if block["type"] == "reasoning" else "text"
             for word in words(block[key]):
                 yield AIMessageChunk(content=[{"type": block["type"], key: word, "index": index}])
-    for n, call in enumerate(message.tool_calls):
-        args = json.dumps(call["args"])
-        half = len(args) // 2
-        yield AIMessageChunk(content="", tool_call_chunks=[tool_call_chunk(name=call["name"], args=args[:half],
-                                                                           id=call["id"], index=n)])  # fmt: skip
-        yield AIMessageChunk(content="", tool_call_chunks=[tool_call_chunk(args=args[half:], index=n)])
+    yield from tool_call_pieces(message)
 
 
 def calling(name: str, args: dict[str, Any], content: str = "", call_id: str = "call_1") -> AIMessage:
