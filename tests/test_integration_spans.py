@@ -447,7 +447,8 @@ def with_parts(text: str) -> AIMessage:
 def test_langchain_each_part_is_checked_on_its_own_span(
     use_async: bool, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    fake = FakeScorer(fn=lambda p, r: ValueVector(benevolence=-0.9 if "get_tip" in r else 0.0))
+    # The scorer reads the tool call as the prose it carries: "get tip: ...".
+    fake = FakeScorer(fn=lambda p, r: ValueVector(benevolence=-0.9 if "get tip" in r else 0.0))
     parted = Guard(scorer=fake, tracer_provider=provider)
     answer = invoke(GuardedChatModel(model=ChatNamedFake(messages=iter([with_parts(BENIGN)])), guard=parted), use_async)
     assert answer.response_metadata["guardrail"]["part"]["kind"] == "tool_call" and not answer.tool_calls

@@ -135,7 +135,8 @@ def test_tool_calls_are_checked_and_other_responses_pass() -> None:
         "role": "assistant", "content": None,
         "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": "hurt"}'}}]}}])  # fmt: skip
     response = checked(hook, request(), tool_call)
-    assert hook.guard.scorer.calls == [[(PROMPT, 'f({"a": "hurt"})')]]  # type: ignore[attr-defined]
+    # Checked as 'f({"a": "hurt"})', read by the scorer as the prose it carries.
+    assert hook.guard.scorer.calls == [[(PROMPT, "f: a: hurt")]]  # type: ignore[attr-defined]
     choice = response.choices[0]
     assert (choice.message.content, choice.message.tool_calls, choice.finish_reason) == (BLOCK_MESSAGE, None, "stop")
     assert checked(hook, request(), litellm.EmbeddingResponse()) is None
