@@ -118,9 +118,7 @@ class Guard:
         if scorer is None:
             scorer = own_scorer(self.policy, meter_provider)
         elif settings.batching and not isinstance(scorer, MicroBatcher):
-            scorer = MicroBatcher(
-                scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, meter_provider=meter_provider
-            )
+            scorer = _batched(scorer, self.policy, meter_provider)
         self.scorer = scorer
         if capture_content is None:
             capture_content = capture_from_env() if self.policy.capture_content is None else self.policy.capture_content
@@ -737,8 +735,14 @@ def own_scorer(policy: Policy, meter_provider: MeterProvider | None = None) -> S
 
         transformer = TransformerScorer(runtime=settings.runtime)
         scorer, background = transformer, transformer.background()
-    if settings.batching is False:
-        return scorer
+    return scorer if settings.batching is False else _batched(scorer, policy, meter_provider, background)
+
+
+def _batched(
+    scorer: Scorer, policy: Policy, meter_provider: MeterProvider | None, background: Scorer | None = None
+) -> MicroBatcher:
+    """``scorer`` behind a micro-batcher with the policy's ``scorer:`` settings."""
+    settings = policy.scorer
     return MicroBatcher(
         scorer, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, meter_provider=meter_provider,
         background=background,

@@ -65,7 +65,7 @@ class Reader:
         if not self._normalize and not self._rule.detect:
             return Reading(response, steps)  # nothing to undo, no language to tell
         seen = normalize(response, self._reads) if self._normalize else Normalized(response)
-        seen = Normalized(seen.text, steps + seen.steps, seen.decoded)
+        steps += seen.steps
         split = split_languages(
             seen.text, self._supported, self._detector,
             min_letters=self._rule.min_letters, min_confidence=self._rule.min_confidence,
@@ -73,13 +73,13 @@ class Reader:
         decoded = tuple(self._readable(run) for run in seen.decoded)
         decoded = tuple(run for run in decoded if run.strip() and run != seen.text)
         if not split.other or self._rule.other == "score":
-            return Reading(seen.text, seen.steps, split.language, decoded=decoded)
+            return Reading(seen.text, steps, split.language, decoded=decoded)
         names = ", ".join(split.other)
         message = (f"{split.other_share:.0%} of the answer is in {names}, which the policy does not read "
                    f"(supported: {', '.join(self._rule.supported)})")  # fmt: skip
         violation = language_violation(self._rule, split.other_share, message)
         text = split.kept if split.kept.strip() else None
-        return Reading(text, seen.steps, split.language, violation, decoded)
+        return Reading(text, steps, split.language, violation, decoded)
 
     def _readable(self, text: str) -> str:
         """``text`` without its pieces in languages the policy does not read (all of it under ``score``)."""

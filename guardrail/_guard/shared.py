@@ -34,7 +34,7 @@ class SharedGuards:
     """
 
     def __init__(self, scorer: Scorer | None = None) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a guard's build takes it, and its scorer's build inside again
         self._guards: dict[str, Guard] = {}
         self._scorers: dict[_ScorerKey, Scorer] = {}
         self._fixed = scorer
@@ -58,7 +58,7 @@ class SharedGuards:
         with self._lock:  # one build per policy, however many threads ask at once
             found = self._guards.get(key)
             if found is None:
-                found = self._guards[key] = Guard(source, scorer=self._scorer(load_policy(source), locked=True))
+                found = self._guards[key] = Guard(source, scorer=self._scorer(load_policy(source)))
         return found
 
     def is_built(self, policy: PolicySource | None = None) -> bool:
@@ -68,17 +68,17 @@ class SharedGuards:
             return self._fixed is not None or _scorer_key(source) in self._scorers
         return isinstance(source, (str, os.PathLike)) and os.fspath(source) in self._guards
 
-    def _scorer(self, policy: Policy, locked: bool = False) -> Scorer:
+    def _scorer(self, policy: Policy) -> Scorer:
         if self._fixed is not None:
             return self._fixed
         key = _scorer_key(policy)
         found = self._scorers.get(key)
         if found is not None:
             return found
-        if not locked:
-            with self._lock:
-                return self._scorer(policy, locked=True)
-        found = self._scorers[key] = own_scorer(policy)
+        with self._lock:
+            found = self._scorers.get(key)
+            if found is None:
+                found = self._scorers[key] = own_scorer(policy)
         return found
 
 

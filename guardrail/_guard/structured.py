@@ -27,6 +27,7 @@ _CALL = re.compile(r"\A\s*(?P<name>[A-Za-z_][\w.\-]*)\((?P<args>.*)\)\s*\Z", re.
 _EMPTY = re.compile(r"\{\s*\}|\[\s*\]")
 _KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"?')
+_SCALAR = re.compile(r"-?\d+(?:\.\d+)?|true|false")  # numbers and booleans between a window's strings
 _WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_\-.]+")
 
 
@@ -105,12 +106,12 @@ def _window(text: str) -> str | None:
         position = close.end()
     for match in _STRING.finditer(text, position):
         between = text[position : match.start()]
-        out += re.findall(r"-?\d+(?:\.\d+)?|true|false", between)
+        out += _SCALAR.findall(between)
         position = match.end()
         content = _unescape(match.group(1))
         is_key = text[match.end() :].lstrip().startswith(":")
         out.append(f"\n{words(content)}:" if is_key else content)
-    out += re.findall(r"-?\d+(?:\.\d+)?|true|false", text[position:])
+    out += _SCALAR.findall(text[position:])
     return " ".join(out).replace(" \n", "\n").strip()
 
 

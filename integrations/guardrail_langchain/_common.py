@@ -156,11 +156,10 @@ def nested_callbacks(
             LangChain hands no run manager).
         parent_run_id: The guarded run's id, when ``source`` is the call's callbacks.
     """
-    if isinstance(source, (CallbackManagerForLLMRun, AsyncCallbackManagerForLLMRun)):
+    if isinstance(source, (CallbackManagerForLLMRun, AsyncCallbackManagerForLLMRun, BaseCallbackManager)):
         handlers, tags, metadata = source.inheritable_handlers, source.inheritable_tags, source.inheritable_metadata
-        parent_run_id = source.run_id
-    elif isinstance(source, BaseCallbackManager):
-        handlers, tags, metadata = source.inheritable_handlers, source.inheritable_tags, source.inheritable_metadata
+        if not isinstance(source, BaseCallbackManager):
+            parent_run_id = source.run_id  # a run manager: the guarded run itself
     else:
         handlers, tags, metadata = list(source or []), [], {}
     manager = CallbackManager(handlers=[], parent_run_id=parent_run_id)

@@ -63,8 +63,4 @@ def resolve(
         if not isinstance(policies, PolicySet):
             raise TypeError(f"policies must be a guardrail.PolicySet, got {type(policies).__name__}")
         return policies.guard(metadata)
-    if policy is not None:
-        if not isinstance(policy, (str, os.PathLike, Policy)):
-            raise TypeError(f"policy must be a policy name, a path or a Policy, got {type(policy).__name__}")
-        return shared_guard(policy)
-    return shared_guard()
+    return shared_guard(policy)  # raises TypeError for anything but a name, a path or a Policy
